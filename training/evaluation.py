@@ -1,0 +1,122 @@
+"""The evaluation report of a finished run: metrics, figures and a Markdown summary in its folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import augment_batch
+from .data import DataBundle
+from .files import atomic_write_json, atomic_write_text
+from .loop import as_pixels, predict
+from .metrics import classification_metrics
+from .models import parameter_table
+from .plots import plot_confusion, plot_curves, plot_image_grid, plot_reconstructions
+from .registry import ExperimentConfig
+
+GRID_SIZE = 20         # first predictions and first mistakes shown
+CONFIDENT_WRONG = 10   # most confidently wrong images shown
+RECONSTRUCTIONS = 10   # columns of the reconstruction grid
+DENOISE_SEED = 1234    # fixed noise for the test-set denoising figure, so runs compare
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _classification(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig
+                    ) -> tuple[dict[str, Any], list[str]]:
+    test, names = data.test, data.class_names
+    probs = torch.softmax(predict(model, test.images, cfg.eval_batch_size).float(), 1).cpu().numpy()
+    y_true, y_pred = test.labels.cpu().numpy(), probs.argmax(1)
+    images = as_pixels(test.images.cpu()).numpy()
+    metrics = classification_metrics(y_true, y_pred, names)
+    plot_confusion(np.array(metrics["confusion_matrix"]), names, run_dir / "confusion_matrix.png")
+
+    def caption(i: int) -> str:
+        return f"{names[y_pred[i]]}\n(true {names[y_true[i]]})" if y_pred[i] != y_true[i] else names[y_pred[i]]
+
+    def grid(indices: np.ndarray, file: str, heading: str) -> None:
+        if len(indices):
+            plot_image_grid(images[indices], [caption(i) for i in indices],
+                            ["green" if y_pred[i] == y_true[i] else "red" for i in indices],
+                            run_dir / file, heading=heading)
+
+    wrong = np.flatnonzero(y_pred != y_true)
+    confident = wrong[np.argsort(-probs[wrong, y_pred[wrong]])][:CONFIDENT_WRONG]
+    grid(np.arange(min(GRID_SIZE, len(y_true))), "first_predictions.png", "first test predictions")
+    grid(wrong[:GRID_SIZE], "first_mistakes.png", "first test mistakes (prediction, true label)")
+    grid(confident, "confident_mistakes.png", "most confidently wrong")
+
+    lines = [f"Test accuracy: **{_pct(metrics['accuracy'])}** on {len(y_true):,} test images "
+             f"({len(wrong)} wrong).", "",
+             "| class | support | accuracy | precision | recall | F1 |", "|---|---:|---:|---:|---:|---:|"]
+    for row in metrics["per_class"]:
+        lines.append(f"| {row['class']} | {row['support']} | {_pct(row['accuracy'])} | {row['precision']:.4f} "
+                     f"| {row['recall']:.4f} | {row['f1']:.4f} |")
+    for avg in ("macro_avg", "weighted_avg"):
+        a = metrics[avg]
+        lines.append(f"| *{avg.replace('_', ' ')}* | {len(y_true)} | | {a['precision']:.4f} "
+                     f"| {a['recall']:.4f} | {a['f1']:.4f} |")
+    lines += ["", "![confusion matrix](confusion_matrix.png)", "![first predictions](first_predictions.png)"]
+    lines += [f"![{f[:-4].replace('_', ' ')}]({f})" for f in ("first_mistakes.png", "confident_mistakes.png")
+              if (run_dir / f).exists()]
+    return {"test_accuracy": metrics["accuracy"], "classification": metrics}, lines
+
+
+def _reconstruction(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig
+                    ) -> tuple[dict[str, Any], list[str]]:
+    clean = as_pixels(data.test.images)
+    gen = torch.Generator(device=clean.device).manual_seed(DENOISE_SEED)
+    always_noisy = cfg.replace(noise_probability=1.0, flip=False, rotation_degrees=0.0)
+    _, noisy = augment_batch(clean, always_noisy, gen)
+    with torch.inference_mode():
+        model.eval()
+        out_clean = torch.cat([model(clean[i: i + cfg.eval_batch_size])
+                               for i in range(0, len(clean), cfg.eval_batch_size)])
+        out_noisy = torch.cat([model(noisy[i: i + cfg.eval_batch_size])
+                               for i in range(0, len(noisy), cfg.eval_batch_size)])
+    metrics = {
+        "test_mse": torch.mean((out_clean - clean) ** 2).item(),
+        "test_denoise_mse": torch.mean((out_noisy - clean) ** 2).item(),
+        "test_noisy_input_mse": torch.mean((noisy - clean) ** 2).item(),
+    }
+    k = min(RECONSTRUCTIONS, len(clean))
+    plot_reconstructions([("noisy input", noisy[:k].cpu().numpy()), ("reconstruction", out_noisy[:k].cpu().numpy()),
+                          ("clean target", clean[:k].cpu().numpy())], run_dir / "reconstructions.png")
+    lines = [f"Test MSE (clean input): **{metrics['test_mse']:.5f}**; denoising: noisy input MSE "
+             f"{metrics['test_noisy_input_mse']:.5f} -> output MSE {metrics['test_denoise_mse']:.5f}, "
+             f"on {len(clean):,} test images.", "", "![reconstructions](reconstructions.png)"]
+    return metrics, lines
+
+
+def write_report(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig,
+                 history: list[dict], facts: dict[str, Any]) -> dict[str, Any]:
+    """Write report.json, report.md and the figures; return the report's dict."""
+    run_dir = Path(run_dir)
+    plot_curves(history, run_dir / "curves.png")
+    evaluate = _reconstruction if cfg.task == "reconstruct" else _classification
+    metrics, body = evaluate(run_dir, model, data, cfg)
+    params = parameter_table(model)
+    report = {"experiment": cfg.name, "report_figure": cfg.report_figure, "target": cfg.target,
+              "metric": cfg.metric, "metrics": metrics, **facts,
+              "parameters": sum(n for *_, n in params)}
+    head = metrics.get("test_accuracy", metrics.get("test_mse"))
+    verdict = ""
+    if cfg.target is not None and head is not None:
+        beats = head >= cfg.target if cfg.metric == "accuracy" else head <= cfg.target
+        verdict = f" Report figure {_pct(cfg.target)}: **{'beaten' if beats else 'not reached'}**."
+    lines = [f"# {cfg.name}", "", cfg.description, "",
+             f"Report: {cfg.report_figure}.{verdict}", "",
+             f"Epochs {facts['epochs']}, wall time {facts['wall_time_s']:.0f} s on {facts['hardware']}. "
+             f"Data: {facts['data_source']} ({facts['train_size']:,} train / {facts['test_size']:,} test).",
+             "", "## Test set", "", *body, "", "## Training curves", "", "![curves](curves.png)", "",
+             f"## Parameters ({report['parameters']:,})", "", "| layer | shape | count |", "|---|---|---:|"]
+    lines += [f"| {name} | {tuple(shape)} | {n:,} |" for name, shape, n in params]
+    atomic_write_json(run_dir / "report.json", report)
+    atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    return report

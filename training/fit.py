@@ -1,0 +1,92 @@
+"""python -m training.fit NAME [overrides]: train, evaluate, checkpoint, export and publish one experiment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointError
+from .data import DataNotFound
+from .registry import EXPERIMENTS, UnknownExperiment, get_config
+from .export import ExportError
+from .run import RunError, RunOptions, run_experiment
+
+# --quick: enough to prove the whole pipeline works, in seconds on a laptop.
+QUICK = {"epochs": 1, "train_limit": 2048, "test_limit": 512}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m training.fit",
+        description="Train one named experiment, evaluate it on the official test split, write its "
+                    "report, checkpoint it, export it to ONNX and (for served models) publish it.")
+    p.add_argument("name", nargs="?", help="experiment name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments with the report figure to beat")
+    p.add_argument("--epochs", type=int, help="passes over the training set (default: the experiment's)")
+    p.add_argument("--batch-size", type=int, help="training batch size")
+    p.add_argument("--lr", type=float, help="(peak) learning rate")
+    p.add_argument("--seed", type=int, help="random seed for init, data order and augmentation")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
+    p.add_argument("--data-root", type=Path, default=Path("data"),
+                   help="data folder in torchvision's layout; filled from Debian's packages or a "
+                        "download when empty (default: ./data)")
+    p.add_argument("--runs-dir", "--output-dir", dest="runs_dir", type=Path, default=Path("runs"),
+                   help="where run folders go: checkpoint, metrics, report, plots (default: ./runs)")
+    p.add_argument("--store", type=Path, default=Path("models_store"),
+                   help="model store to publish into (default: ./models_store)")
+    p.add_argument("--no-publish", action="store_true", help="export the ONNX model but do not publish it")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in RUNS_DIR/NAME from its last checkpoint; with --epochs, "
+                        "train further than planned (constant learning-rate schedules only)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: {QUICK['epochs']} epoch on the first {QUICK['train_limit']} training and "
+                        f"{QUICK['test_limit']} test images; never published")
+    return p
+
+
+def list_experiments() -> str:
+    width = max(map(len, EXPERIMENTS))
+    return "\n".join(f"{name:<{width}}  {cfg.description}\n{'':<{width}}  to beat: {cfg.report_figure}"
+                     for name, cfg in EXPERIMENTS.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.list:
+        print(list_experiments())
+        return 0
+    if not args.name:
+        _parser().error("an experiment name is required (see --list)")
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("training").setLevel(logging.INFO)  # not the exporter's INFO chatter
+    try:
+        cfg = get_config(args.name)
+    except UnknownExperiment as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                                   "seed": args.seed}.items() if v is not None}
+    if args.quick:
+        overrides = {**QUICK, **overrides}
+    cfg = cfg.replace(**overrides)
+    argv_shown = sys.argv[1:] if argv is None else argv
+    opts = RunOptions(data_root=args.data_root, runs_dir=args.runs_dir, store=args.store, device=args.device,
+                      resume=args.resume, publish=not (args.no_publish or args.quick),
+                      command=" ".join(["python -m training.fit", *argv_shown]))
+    try:
+        report = run_experiment(cfg, opts)
+    except (DataNotFound, CheckpointError, ExportError, RunError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    metrics = report["metrics"]
+    headline = (f"test accuracy {100 * metrics['test_accuracy']:.2f}%" if "test_accuracy" in metrics
+                else f"test MSE {metrics['test_mse']:.5f}")
+    print(f"{cfg.name}: {headline}; report in {args.runs_dir / cfg.name / 'report.md'}"
+          + (f"; published {report['published']}" if "published" in report else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

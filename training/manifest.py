@@ -1,0 +1,72 @@
+"""What a published model says about itself: the manifest and a short model card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .data import IMAGE_SPECS
+from .export import INPUT_NAME, output_name
+from .registry import ExperimentConfig, config_to_dict
+
+_LAYOUT_WORDS = {
+    "digit": "greyscale; dark-on-light images are inverted; the ink is cropped, scaled into a 20x20 box "
+             "and centred by its centre of mass in 28x28, as MNIST digits are",
+    "garment": "greyscale; dark-on-light images are inverted; the object is cropped and scaled to fill "
+               "the frame, centred, as FashionMNIST images are",
+    "photo": "RGB; resized to the model's size",
+}
+
+# Headline metrics copied into the manifest; the full report stays in the run folder.
+_HEADLINE = ("test_accuracy", "test_loss", "test_mse", "test_denoise_mse", "test_noisy_input_mse")
+
+
+def build_manifest(cfg: ExperimentConfig, report: dict[str, Any], export_check: dict[str, Any],
+                   class_names: tuple[str, ...], input_shape: tuple[int, int, int],
+                   provenance: dict[str, Any]) -> dict[str, Any]:
+    """Everything a server or a person needs to use the model; store.publish_model adds the rest."""
+    spec = IMAGE_SPECS[cfg.dataset]
+    metrics = {k: v for k, v in report["metrics"].items() if k in _HEADLINE}
+    if "classification" in report["metrics"]:
+        c = report["metrics"]["classification"]
+        metrics["macro_f1"] = c["macro_avg"]["f1"]
+        metrics["per_class_accuracy"] = {row["class"]: row["accuracy"] for row in c["per_class"]}
+    metrics["test_size"] = report["test_size"]
+    out_shape = [None, len(class_names)] if cfg.task == "classify" else [None, *input_shape]
+    return {
+        "task": cfg.task,
+        "labels": list(class_names) if cfg.task == "classify" else [],
+        "input": {"name": INPUT_NAME, "shape": [None, *input_shape], "dtype": "float32", "range": [0.0, 1.0]},
+        "output": {"name": output_name(cfg.task), "shape": out_shape, "dtype": "float32"},
+        "preprocessing": {"image": spec.to_dict(), "description": _LAYOUT_WORDS[spec.layout] +
+                          "; pixels scaled to [0, 1]. Any normalisation is inside the graph."},
+        "metrics": metrics,
+        "report_figure": cfg.report_figure,
+        "target": cfg.target,
+        "export_check": export_check,
+        "provenance": {"experiment": cfg.name, "config": config_to_dict(cfg), **provenance},
+    }
+
+
+def model_card(manifest: dict[str, Any], description: str) -> str:
+    """A short Markdown card; `{version}` is filled in by the store when the version is known."""
+    p, m = manifest["provenance"], manifest["metrics"]
+    if manifest["task"] == "classify":
+        result = f"test accuracy {100 * m['test_accuracy']:.2f}% on {m['test_size']:,} official test images"
+    else:
+        result = (f"test reconstruction MSE {m['test_mse']:.5f}; denoising {m['test_noisy_input_mse']:.5f} "
+                  f"-> {m['test_denoise_mse']:.5f} on {m['test_size']:,} official test images")
+    labels = ", ".join(manifest["labels"]) or "none (image to image)"
+    return "\n".join([
+        f"# {manifest.get('name', p['experiment'])} {{version}}", "",
+        description + ".", "",
+        f"- **Result:** {result}.",
+        f"- **Report figure:** {manifest['report_figure']}.",
+        f"- **Labels:** {labels}.",
+        f"- **Input:** `{manifest['input']['name']}`, float32 {manifest['input']['shape']} in [0, 1]; "
+        f"{manifest['preprocessing']['description']}",
+        f"- **Trained by:** `{p['command']}` ({p['epochs']} epochs, {p['wall_time_s']:.0f} s on {p['hardware']}).",
+        f"- **Data:** {p['data_source']}; {p['train_size']:,} training images.",
+        "- **Limits:** trained on small, centred greyscale images of a few classes; anything else "
+        "(photos, other objects) still gets one of these labels. A teaching model, not a product decision.",
+        "",
+    ])

@@ -1,0 +1,191 @@
+"""One run, start to finish: data, model, epochs with checkpoints, report, export, publish."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .build import freeze, model_for, optimizer_for, scheduler_for
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import DataBundle, load_data
+from .evaluation import write_report
+from .export import export_onnx
+from .files import append_jsonl, atomic_write_json, atomic_write_text, sha256_file
+from .loop import as_pixels, evaluate, train_one_epoch
+from .manifest import build_manifest, model_card
+from .provenance import git_commit, hardware, library_versions, utc_now
+from .registry import ExperimentConfig, config_from_dict, config_to_dict
+from .store import publish_model
+
+log = logging.getLogger("training")
+
+CHECKPOINT, METRICS, CONFIG, ONNX = "checkpoint.pt", "metrics.jsonl", "config.json", "model.onnx"
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or continue as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    data_root: Path = Path("data")
+    runs_dir: Path = Path("runs")
+    store: Path = Path("models_store")
+    device: str = "auto"          # auto | cpu | cuda | cuda:N
+    resume: bool = False
+    publish: bool = True          # publish to the store when the experiment has a served name
+    command: str = ""             # recorded in reports and manifests
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"--device {name} asked for, but no usable CUDA device is present")
+    return device
+
+
+def _seed(cfg: ExperimentConfig, device: torch.device) -> torch.Generator:
+    """Seed everything; return the generator that drives data order and augmentation."""
+    torch.manual_seed(cfg.seed)
+    # Bitwise-repeatable on CPU (resume equals an uninterrupted run); on GPU cuDNN may pick the
+    # fastest kernels, which trades that guarantee for speed.
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    return torch.Generator(device=device).manual_seed(cfg.seed)
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "generator": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    gen.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _init_from(model: torch.nn.Module, checkpoint: Path) -> str:
+    """Copy every weight whose name and shape match from another run's checkpoint."""
+    try:
+        source = load_checkpoint(checkpoint)["model"]
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}: this experiment starts from that run, so train it first") from err
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise CheckpointError(f"{checkpoint} shares no weights with this model")
+    model.load_state_dict(matched, strict=False)
+    return f"{len(matched)} tensors from {checkpoint} (sha256 {sha256_file(checkpoint)[:12]})"
+
+
+def _check_same_run(cfg: ExperimentConfig, saved: dict[str, Any]) -> None:
+    """Resuming may extend `epochs`; any other difference would silently mix two runs."""
+    before = config_from_dict(saved)
+    diff = [k for k, v in config_to_dict(cfg).items() if k != "epochs" and config_to_dict(before)[k] != v]
+    if diff:
+        raise RunError(f"cannot resume: the checkpoint's config differs in {', '.join(diff)}")
+    if cfg.epochs != before.epochs and cfg.schedule != "constant":
+        raise RunError(f"cannot extend a {cfg.schedule} schedule past its planned {before.epochs} epochs")
+
+
+def _summary_line(cfg: ExperimentConfig, record: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "test_")))
+    return f"{cfg.name} epoch {record['epoch']}/{cfg.epochs}: {shown} ({record['seconds']:.1f} s)"
+
+
+def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptions,
+          device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train with a checkpoint after every epoch; return the model and the final checkpoint state."""
+    checkpoint_path = run_dir / CHECKPOINT
+    gen = _seed(cfg, device)
+    model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
+    state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": None}
+    if opts.resume:
+        saved = load_checkpoint(checkpoint_path, map_location=device)
+        _check_same_run(cfg, saved["config"])
+        state.update({k: saved[k] for k in ("history", "epoch", "wall_time_s", "init_from")})
+    elif cfg.init_from:
+        state["init_from"] = _init_from(model, opts.runs_dir / cfg.init_from / CHECKPOINT)
+    freeze(model, cfg.freeze)
+    optimizer = optimizer_for(cfg, model)
+    scheduler = scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size))
+    if opts.resume:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        _restore_rng(saved["rng"], gen)
+        # The checkpoint is the truth: drop metric lines written after it, if any.
+        atomic_write_text(run_dir / METRICS, "".join(_jsonl(r) for r in state["history"]))
+        log.info("resuming %s after epoch %d", cfg.name, state["epoch"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / METRICS).unlink(missing_ok=True)
+        atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
+
+    for epoch in range(state["epoch"], cfg.epochs):
+        started = time.perf_counter()
+        record = {"epoch": epoch + 1,
+                  **train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen,
+                                    desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}"),
+                  **evaluate(model, data.test, cfg), "lr": optimizer.param_groups[0]["lr"]}
+        record["seconds"] = time.perf_counter() - started
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        state["wall_time_s"] += record["seconds"]
+        save_checkpoint(checkpoint_path, {
+            **state, "experiment": cfg.name, "config": config_to_dict(cfg),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": _rng_state(gen),
+            "model_spec": {"input_shape": list(data.input_shape), "class_names": list(data.class_names)},
+            "data_source": data.source, "train_size": len(data.train), "test_size": len(data.test),
+        })
+        append_jsonl(run_dir / METRICS, record)
+        log.info(_summary_line(cfg, record))
+    return model, state
+
+
+def _jsonl(record: dict[str, Any]) -> str:
+    return json.dumps(record) + "\n"
+
+
+def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
+    """Train (or resume), report, export and publish one experiment; return its report."""
+    device = resolve_device(opts.device)
+    run_dir = Path(opts.runs_dir) / cfg.name
+    data = load_data(cfg, opts.data_root).to(device)
+    if len(data.train) == 0 or len(data.test) == 0:
+        raise RunError(f"{cfg.name}: empty data ({len(data.train)} train / {len(data.test)} test)")
+    model, state = train(cfg, data, run_dir, opts, device)
+
+    facts = {"epochs": state["epoch"], "wall_time_s": state["wall_time_s"], "hardware": hardware(device),
+             "data_source": data.source, "train_size": len(data.train), "test_size": len(data.test),
+             "command": opts.command, "finished_at": utc_now(), "git_commit": git_commit(),
+             "init_from": state["init_from"]}
+    report = write_report(run_dir, model, data, cfg, state["history"], facts)
+    checkpoint = run_dir / CHECKPOINT
+    check = export_onnx(checkpoint, run_dir / ONNX, sample=as_pixels(data.test.images[:16].cpu()))
+    report["export_check"] = check
+    if cfg.served_as and opts.publish:
+        provenance = {**facts, "checkpoint_sha256": sha256_file(checkpoint), "libraries": library_versions()}
+        manifest = build_manifest(cfg, report, check, data.class_names, data.input_shape, provenance)
+        version_dir = publish_model(opts.store, cfg.served_as, run_dir / ONNX, manifest,
+                                    model_card(manifest, cfg.description))
+        report["published"] = str(version_dir)
+        log.info("published %s as %s", cfg.name, version_dir)
+    atomic_write_json(run_dir / "report.json", report)
+    return report
