@@ -47,17 +47,19 @@ def build_manifest(cfg: ExperimentConfig, report: dict[str, Any], export_check: 
     }
 
 
-def model_card(manifest: dict[str, Any], description: str) -> str:
+def model_card(manifest: dict[str, Any], name: str, description: str) -> str:
     """A short Markdown card; `{version}` is filled in by the store when the version is known."""
     p, m = manifest["provenance"], manifest["metrics"]
     if manifest["task"] == "classify":
         result = f"test accuracy {100 * m['test_accuracy']:.2f}% on {m['test_size']:,} official test images"
+        limits = "anything else (photos, other objects) still gets one of these labels"
     else:
         result = (f"test reconstruction MSE {m['test_mse']:.5f}; denoising {m['test_noisy_input_mse']:.5f} "
                   f"-> {m['test_denoise_mse']:.5f} on {m['test_size']:,} official test images")
+        limits = "anything else is redrawn as the nearest thing it knows"
     labels = ", ".join(manifest["labels"]) or "none (image to image)"
     return "\n".join([
-        f"# {manifest.get('name', p['experiment'])} {{version}}", "",
+        f"# {name} {{version}}", "",
         description + ".", "",
         f"- **Result:** {result}.",
         f"- **Report figure:** {manifest['report_figure']}.",
@@ -66,7 +68,7 @@ def model_card(manifest: dict[str, Any], description: str) -> str:
         f"{manifest['preprocessing']['description']}",
         f"- **Trained by:** `{p['command']}` ({p['epochs']} epochs, {p['wall_time_s']:.0f} s on {p['hardware']}).",
         f"- **Data:** {p['data_source']}; {p['train_size']:,} training images.",
-        "- **Limits:** trained on small, centred greyscale images of a few classes; anything else "
-        "(photos, other objects) still gets one of these labels. A teaching model, not a product decision.",
+        f"- **Limits:** trained on small, centred greyscale images of a few classes; {limits}. "
+        "A teaching model, not a product decision.",
         "",
     ])

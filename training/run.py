@@ -184,7 +184,7 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
         provenance = {**facts, "checkpoint_sha256": sha256_file(checkpoint), "libraries": library_versions()}
         manifest = build_manifest(cfg, report, check, data.class_names, data.input_shape, provenance)
         version_dir = publish_model(opts.store, cfg.served_as, run_dir / ONNX, manifest,
-                                    model_card(manifest, cfg.description))
+                                    model_card(manifest, cfg.served_as, cfg.description))
         report["published"] = str(version_dir)
         log.info("published %s as %s", cfg.name, version_dir)
     atomic_write_json(run_dir / "report.json", report)

@@ -1,0 +1,26 @@
+"""Shared fixtures: every test runs offline on tiny synthetic data in temporary folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from synthetic import write_fashion_mnist
+from training import data as data_module
+
+
+def _no_download(root: Path) -> None:
+    raise OSError("tests never download")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Hide Debian's copy and torchvision's download, so only the test's own files are read."""
+    monkeypatch.setattr(data_module, "DEBIAN_FASHION_DIR", tmp_path_factory.getbasetemp() / "no-debian")
+    monkeypatch.setattr(data_module, "_fashion_download", _no_download)
+
+
+@pytest.fixture(scope="session")
+def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fashion_mnist(tmp_path_factory.mktemp("fashion-data"))

@@ -1,0 +1,130 @@
+"""The shared preprocessing: decoding safely, and bringing any picture into training form."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training.preprocessing import ImageError, ImageSpec, decode_image, is_blank, prepare_image
+
+DIGIT = ImageSpec(28, 28, 1, "digit")
+GARMENT = ImageSpec(28, 28, 1, "garment")
+PHOTO = ImageSpec(32, 32, 3, "photo")
+
+
+def _png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def _training_form_digit() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    a = np.zeros((28, 28), np.uint8)
+    a[6:22, 12:16] = rng.integers(150, 256, size=(16, 4))
+    return a
+
+
+@pytest.mark.parametrize("spec", [DIGIT, GARMENT])
+def test_training_form_passes_through_unchanged(spec: ImageSpec) -> None:
+    a = _training_form_digit()
+    out = prepare_image(decode_image(_png(Image.fromarray(a))), spec)
+    assert out.shape == (1, 28, 28) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0], a / np.float32(255))
+
+
+def test_dark_ink_on_white_paper_is_inverted_cropped_and_centred() -> None:
+    paper = np.full((300, 200), 255, np.uint8)
+    paper[20:120, 10:40] = 0  # an off-centre vertical stroke
+    out = prepare_image(decode_image(_png(Image.fromarray(paper))), DIGIT)[0]
+    assert out[0, 0] == 0 and out.max() > 0.9  # light ink on a dark background now
+    rows, cols = np.nonzero(out > 0.5)
+    assert rows.max() - rows.min() + 1 in (19, 20, 21)  # the longer side fills MNIST's 20-pixel box
+    ys, xs = np.indices(out.shape)
+    cy, cx = (ys * out).sum() / out.sum(), (xs * out).sum() / out.sum()
+    assert abs(cy - 14) < 1.5 and abs(cx - 14) < 1.5
+
+
+def test_canvas_rgba_strokes_on_transparent_background() -> None:
+    """Gradio's Sketchpad: black strokes, transparent elsewhere."""
+    rgba = np.zeros((400, 400, 4), np.uint8)
+    rgba[100:300, 180:220] = (0, 0, 0, 255)
+    out = prepare_image(decode_image(_png(Image.fromarray(rgba, "RGBA"))), DIGIT)[0]
+    assert out[0, 0] == 0 and out.max() > 0.9 and not is_blank(out)
+
+
+def test_blank_canvas_is_blank() -> None:
+    white = Image.new("RGBA", (200, 200), (0, 0, 0, 0))
+    out = prepare_image(decode_image(_png(white)), DIGIT)
+    assert is_blank(out) and out.shape == (1, 28, 28)
+
+
+def test_garment_fills_the_frame() -> None:
+    photo = np.full((100, 60, 3), 250, np.uint8)
+    photo[10:90, 20:40] = (20, 30, 40)
+    out = prepare_image(decode_image(_png(Image.fromarray(photo), "JPEG", quality=95)), GARMENT)[0]
+    rows = np.nonzero(out.max(1) > 0.5)[0]
+    assert rows.min() <= 1 and rows.max() >= 26
+
+
+# Every mode each format can store: JPEG has no alpha, palette or 16 bits; BMP no alpha or 16 bits.
+_MODES = {"PNG": ["L", "RGB", "RGBA", "P", "I;16", "1", "LA"], "GIF": ["L", "RGB", "P", "1"],
+          "BMP": ["L", "RGB", "P", "1"], "WEBP": ["L", "RGB", "RGBA"], "JPEG": ["L", "RGB"]}
+
+
+@pytest.mark.parametrize("fmt, mode", [(f, m) for f, modes in _MODES.items() for m in modes])
+def test_common_formats_and_modes_decode(fmt: str, mode: str) -> None:
+    if mode == "I;16":
+        img = Image.fromarray(_training_form_digit().astype(np.uint16) * 257)
+    else:
+        img = Image.fromarray(_training_form_digit()).convert(mode)
+    data = _png(img, fmt)
+    out = prepare_image(decode_image(data), DIGIT)
+    assert out.shape == (1, 28, 28) and 0 <= out.min() and out.max() <= 1 and out.max() > 0.5
+
+
+def test_sixteen_bit_keeps_its_scale() -> None:
+    a = _training_form_digit().astype(np.uint16) * 257
+    img = Image.fromarray(a)
+    assert img.mode == "I;16"
+    out = prepare_image(decode_image(_png(img)), DIGIT)
+    np.testing.assert_allclose(out[0], _training_form_digit() / 255, atol=1e-6)
+
+
+def test_animated_gif_uses_the_first_frame() -> None:
+    frames = [Image.fromarray(_training_form_digit()), Image.new("L", (28, 28), 0)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    assert prepare_image(decode_image(buf.getvalue()), DIGIT).max() > 0.5
+
+
+def test_photo_is_resized_to_rgb() -> None:
+    img = Image.new("RGB", (64, 48), (200, 10, 10))
+    out = prepare_image(decode_image(_png(img)), PHOTO)
+    assert out.shape == (3, 32, 32)
+    np.testing.assert_allclose(out[:, 5, 5], [200 / 255, 10 / 255, 10 / 255], atol=1e-6)
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"not an image at all", "cannot decode"),
+    (_png(Image.new("L", (64, 64)))[:40], "cannot decode"),
+])
+def test_bad_bytes_are_refused(data: bytes, message: str) -> None:
+    with pytest.raises(ImageError, match=message):
+        decode_image(data)
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    big = _png(Image.new("L", (3000, 3000)))
+    with pytest.raises(ImageError, match="limit"):
+        decode_image(big, max_pixels=1000 * 1000)
+
+
+def test_spec_round_trips_and_rejects_nonsense() -> None:
+    assert ImageSpec.from_dict(DIGIT.to_dict()) == DIGIT
+    with pytest.raises(ValueError):
+        ImageSpec.from_dict({"height": 28, "width": 28, "channels": 2, "layout": "digit"})
