@@ -112,13 +112,14 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
     checkpoint_path = run_dir / CHECKPOINT
     gen = _seed(cfg, device)
     model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
-    state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": None}
+    state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": None, "commands": []}
     if opts.resume:
         saved = load_checkpoint(checkpoint_path, map_location=device)
         _check_same_run(cfg, saved["config"])
-        state.update({k: saved[k] for k in ("history", "epoch", "wall_time_s", "init_from")})
+        state.update({k: saved.get(k, state[k]) for k in state})
     elif cfg.init_from:
         state["init_from"] = _init_from(model, opts.runs_dir / cfg.init_from / CHECKPOINT)
+    state["commands"] = [*state["commands"], opts.command]
     freeze(model, cfg.freeze)
     optimizer = optimizer_for(cfg, model)
     scheduler = scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size))
@@ -159,6 +160,12 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
     return model, state
 
 
+def _command_summary(commands: list[str]) -> str:
+    """The command that started the run; resumes are counted, not listed."""
+    resumes = len(commands) - 1
+    return commands[0] + (f" (then {resumes} x --resume)" if resumes else "")
+
+
 def _jsonl(record: dict[str, Any]) -> str:
     return json.dumps(record) + "\n"
 
@@ -174,8 +181,8 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
 
     facts = {"epochs": state["epoch"], "wall_time_s": state["wall_time_s"], "hardware": hardware(device),
              "data_source": data.source, "train_size": len(data.train), "test_size": len(data.test),
-             "command": opts.command, "finished_at": utc_now(), "git_commit": git_commit(),
-             "init_from": state["init_from"]}
+             "command": _command_summary(state["commands"]), "finished_at": utc_now(),
+             "git_commit": git_commit(), "init_from": state["init_from"]}
     report = write_report(run_dir, model, data, cfg, state["history"], facts)
     checkpoint = run_dir / CHECKPOINT
     check = export_onnx(checkpoint, run_dir / ONNX, sample=as_pixels(data.test.images[:16].cpu()))
