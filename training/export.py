@@ -59,7 +59,7 @@ def export_onnx(checkpoint: Path, onnx_path: Path, sample: torch.Tensor | None =
     model, cfg = model_from_checkpoint(state)
     graph = InferenceGraph(model, cfg.task).eval()
     input_shape = tuple(state["model_spec"]["input_shape"])
-    example = torch.rand(4, *input_shape)
+    example = torch.rand(4, *input_shape, generator=torch.Generator().manual_seed(0))  # shapes only
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=onnx_path.parent, prefix=f".{onnx_path.name}.", suffix=".tmp")
