@@ -1,0 +1,208 @@
+"""ASGI middleware in front of BentoML: refuse what must not reach its parsers, and answer every error in JSON.
+
+Before a request reaches BentoML it checks what BentoML would otherwise mishandle:
+- pickle bodies are refused (415) before any parsing;
+- bodies over the size limit are refused (413), from Content-Length or while streaming;
+- upload endpoints take multipart/form-data only (415), each upload field must be a real file part and
+  every other field plain text (400): BentoML would otherwise fetch a text value as a URL, or crash
+  on a binary value given for a text field.
+After, every 4xx/5xx answer gets the body {"error": "..."}: BentoML's pydantic validation errors
+become 422 naming the fields, its plain-text 404/405/503 pages become JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any, Awaitable, Callable, Mapping
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from .errors import describe_validation_errors
+
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_FORM_PARTS = 16          # our forms have at most three fields; more is a mistake or an attack
+MAX_TEXT_FIELD_BYTES = 1024  # model names and numbers are short (Starlette fails past 1 MiB, as a 500)
+
+
+def _header(scope: Mapping[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def _form_problem(body: bytes, content_type: str, uploads: frozenset[str]) -> str | None:
+    """Why this multipart body is refused, or None: uploads must be files, other fields text."""
+    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    if not boundary:
+        return "multipart/form-data without a boundary: let your HTTP client build the form"
+    parts: list[dict[bytes, Any]] = []  # each part's headers, and the size of its data under b""
+    header = [b"", b""]
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header[0] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header[1] += data[start:end]
+
+    def on_header_end() -> None:
+        parts[-1][header[0].lower()] = header[1]
+        header[:] = [b"", b""]
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1][b""] += end - start
+
+    parser = MultipartParser(boundary, {"on_part_begin": lambda: parts.append({b"": 0}),
+                                        "on_header_field": on_header_field, "on_header_value": on_header_value,
+                                        "on_header_end": on_header_end, "on_part_data": on_part_data})
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as err:
+        return f"malformed multipart body: {err}"
+    if len(parts) > MAX_FORM_PARTS:
+        return f"{len(parts)} form fields; this endpoint takes at most {MAX_FORM_PARTS}"
+    for part in parts:
+        disposition = parse_options_header(part.get(b"content-disposition", b""))[1]
+        if b"name" not in disposition:
+            return "malformed multipart body: a part has no field name in its Content-Disposition"
+        name = disposition[b"name"].decode("utf-8", "replace")
+        is_file = b"filename" in disposition
+        if not is_file and part[b""] > MAX_TEXT_FIELD_BYTES:
+            return f"{name}: a text field of {part[b'']} bytes; the limit is {MAX_TEXT_FIELD_BYTES}"
+        if name in uploads and not is_file:
+            return (f"{name}: send the file itself as a file upload (curl -F '{name}=@file'); "
+                    "text, paths and URLs are not accepted")
+        if name not in uploads and is_file:
+            return f"{name}: must be a plain form field, not a file upload"
+    return None
+
+
+def error_body(status: int, body: bytes, content_type: str, scope: Mapping[str, Any]) -> tuple[int, Any]:
+    """(status, JSON value) for an error response: always a dict with a readable "error"."""
+    data: Any = None
+    if "json" in content_type:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data = data[0]  # BentoML 1.4 wraps its 4xx errors in a one-element list
+    if isinstance(data, dict) and isinstance(data.get("detail"), list):
+        if data["detail"] and all(isinstance(d, dict) and "msg" in d for d in data["detail"]):
+            message = describe_validation_errors(data["detail"])
+            invalid_json = all(d.get("type") == "json_invalid" for d in data["detail"])
+            return (400 if invalid_json else 422), {"error": message}
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return status, data
+    text = body.decode("utf-8", "replace").strip()
+    if status == 404:
+        text = f"no endpoint at {scope.get('path')}: the endpoints are listed at GET /docs"
+    elif status == 405:
+        text = f"{scope.get('method')} is not allowed on {scope.get('path')}: see GET /docs"
+    return status, {"error": text or HTTPStatus(status).phrase}
+
+
+async def send_json(send: Send, status: int, data: Any, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps(data).encode("utf-8")
+    kept = [(k, v) for k, v in headers if k.lower() not in (b"content-length", b"content-type")]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*kept, (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """The middleware; `uploads` maps each upload endpoint's path to its file field names."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], max_body_bytes: int,
+                 uploads: Mapping[str, frozenset[str]]):
+        self.app, self.max_body_bytes, self.uploads = app, max_body_bytes, dict(uploads)
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        send = self._json_errors(scope, send)
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            refusal = self._check_headers(scope)
+            if refusal is None:
+                body, refusal = await self._read_body(receive)
+            if refusal is None:
+                refusal = self._check_form(scope, body)
+            if refusal is not None:
+                return await send_json(send, refusal[0], {"error": refusal[1]})
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
+
+    def _check_headers(self, scope: Message) -> tuple[int, str] | None:
+        content_type = _header(scope, b"content-type").lower()
+        if "pickle" in content_type:
+            return 415, f"{content_type} is refused: send JSON, or a multipart form with the file"
+        length = _header(scope, b"content-length")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            return 413, f"body of {int(length)} bytes is over the limit of {self.max_body_bytes} bytes"
+        if scope["path"] in self.uploads and not content_type.startswith("multipart/form-data"):
+            fields = ", ".join(sorted(self.uploads[scope["path"]]))
+            return 415, (f"{scope['path']} takes multipart/form-data with the file as {fields} "
+                         f"(got {content_type or 'no content type'})")
+        return None
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes, tuple[int, str] | None]:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"", (400, "the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return b"", (413, f"body is over the limit of {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), None
+
+    def _check_form(self, scope: Message, body: bytes) -> tuple[int, str] | None:
+        if scope["path"] not in self.uploads:
+            return None
+        problem = _form_problem(body, _header(scope, b"content-type"), self.uploads[scope["path"]])
+        return None if problem is None else (400, problem)
+
+    @staticmethod
+    def _json_errors(scope: Message, send: Send) -> Send:
+        """A `send` that holds back error responses and rewrites them with error_body."""
+        held: dict[str, Any] = {}
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                held.update(start=message, body=[])
+                return
+            if "start" not in held or message["type"] != "http.response.body":
+                return await send(message)
+            held["body"].append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            start = held["start"]
+            content_type = dict((k.lower(), v) for k, v in start["headers"]).get(b"content-type", b"").decode()
+            status, data = error_body(start["status"], b"".join(held["body"]), content_type, scope)
+            await send_json(send, status, data, start["headers"])
+
+        return wrapped
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands over the body already read, then defers to the real one (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay

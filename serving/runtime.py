@@ -1,0 +1,306 @@
+"""Every published model on ONNX Runtime, and the inference the service and the demo share.
+
+Usable without BentoML: ``models = load_models(Path("models_store"))`` then ``models.classify(...)``,
+``models.reconstruct(...)``, ``models.predict_heart(...)``; each returns plain values and raises a
+ServingError (with its HTTP status) for anything a client must change. Images are prepared by
+training.preprocessing, the module training uses, with each model's ImageSpec from its manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+from pydantic import ValidationError
+
+from training.files import sha256_bytes
+from training.preprocessing import DEFAULT_MAX_PIXELS, ImageError, ImageSpec, decode_image, prepare_image
+from training.store import MODEL_FILE, latest, published_names, read_manifest
+
+from .errors import BadInput, InvalidField, NotReady, UnknownModel, describe_validation_errors
+from .npy import read_npy
+from .tabular import HeartRow, check_tabular_spec, encode_row
+
+log = logging.getLogger(__name__)
+
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+HEART_MODEL = "heart"          # the one tabular model, served at POST /heart
+MAX_PIXELS = DEFAULT_MAX_PIXELS  # decoded image size limit, checked from the header before decoding
+MAX_BATCH_IMAGES = 1024        # images per /classify_batch request (1024 x 3x32x32 float32 = 12 MiB)
+DEFAULT_TOP_K = 3
+_ORT_WARNING, _ORT_FATAL = 2, 4  # onnxruntime log severities: 2 is its default, 4 shows only fatal errors
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def session_options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = usable_cpus()  # one pool per model; small graphs rarely use them all
+    options.inter_op_num_threads = 1              # our graphs are single chains: nothing to run in parallel
+    # Idle pool threads sleep instead of spinning, so several models and the web server share the cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3                # errors only, from this session
+    return options
+
+
+def create_session(model: bytes, try_cuda: bool) -> ort.InferenceSession:
+    """A session on CUDA when it really works, else on CPU; get_providers()[0] says which.
+
+    onnxruntime-gpu lists CUDA as available whenever it was built with it, even on a machine without a
+    GPU or without cuDNN; creating the session is the real test. Its failure is logged in red by the
+    process-wide logger, so that logger is muted for the attempt: the outcome is logged once by us.
+    """
+    if not try_cuda:
+        return ort.InferenceSession(model, session_options(), providers=[CPU])
+    ort.set_default_logger_severity(_ORT_FATAL)
+    try:
+        return ort.InferenceSession(model, session_options(), providers=[CUDA, CPU])
+    finally:
+        ort.set_default_logger_severity(_ORT_WARNING)
+
+
+@dataclass
+class ServedModel:
+    """One published model: its manifest, and its session once verified and loaded."""
+
+    name: str
+    version: str | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    session: ort.InferenceSession | None = None
+    error: str | None = None  # why it is not ready
+
+    @property
+    def ready(self) -> bool:
+        return self.session is not None
+
+    @property
+    def provider(self) -> str | None:
+        return self.session.get_providers()[0] if self.session else None
+
+    @property
+    def task(self) -> str | None:
+        return self.manifest.get("task")
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.get("labels", []))
+
+    @property
+    def image_spec(self) -> ImageSpec:
+        return ImageSpec.from_dict(self.manifest["preprocessing"]["image"])
+
+    @property
+    def tabular(self) -> dict[str, Any]:
+        return self.manifest["preprocessing"]["tabular"]
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """The graph's one output for float32 `inputs`."""
+        name_in, name_out = self.manifest["input"]["name"], self.manifest["output"]["name"]
+        return self.session.run([name_out], {name_in: inputs})[0]
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest facts a client needs, and whether and where the model runs."""
+        m = self.manifest
+        return {"name": self.name, "version": self.version, "ready": self.ready, "error": self.error,
+                "provider": self.provider, "task": m.get("task"), "labels": m.get("labels"),
+                "input": m.get("input"), "output": m.get("output"),
+                "preprocessing": m.get("preprocessing"), "metrics": m.get("metrics"),
+                "sha256": m.get("sha256"), "report_figure": m.get("report_figure")}
+
+
+def _check_manifest(manifest: Mapping[str, Any], session: ort.InferenceSession) -> None:
+    """Raise ValueError when the manifest does not describe the graph or how to feed it."""
+    (graph_in,), outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
+    if manifest["input"]["name"] != graph_in.name or manifest["output"]["name"] not in outputs:
+        raise ValueError(f"manifest names input {manifest['input']['name']!r} / output "
+                         f"{manifest['output']['name']!r}; the graph has {graph_in.name!r} / {outputs}")
+    if "tabular" in manifest.get("preprocessing", {}):
+        width = graph_in.shape[1] if isinstance(graph_in.shape[1], int) else None
+        check_tabular_spec(manifest["preprocessing"]["tabular"], width)
+    else:
+        spec = ImageSpec.from_dict(manifest["preprocessing"]["image"])
+        if list(manifest["input"]["shape"][1:]) != [spec.channels, spec.height, spec.width]:
+            raise ValueError(f"input shape {manifest['input']['shape']} does not match the image spec {spec}")
+
+
+def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
+    """The latest version of `name`, its file verified against the manifest's sha256 before loading.
+
+    The bytes that were hashed are the bytes given to ONNX Runtime, so a file swapped after the
+    check cannot be loaded unverified. Never raises: a failure is kept as the model's error.
+    """
+    version_dir = latest(store, name)
+    served = ServedModel(name, version_dir.name if version_dir else None)
+    try:
+        served.manifest = read_manifest(version_dir)
+        model = (version_dir / MODEL_FILE).read_bytes()
+        if sha256_bytes(model) != served.manifest.get("sha256"):
+            raise ValueError(f"{MODEL_FILE} does not match the sha256 in its manifest (corrupted or replaced)")
+        session = create_session(model, try_cuda)
+        _check_manifest(served.manifest, session)
+        served.session = session
+    except Exception as err:  # one bad model must not stop the others: it is reported instead
+        served.error = f"{type(err).__name__}: {err}"
+    return served
+
+
+def load_models(store: Path) -> "ServedModels":
+    """Every published model of `store`, latest version each; the names found are the allow-list."""
+    store = Path(store)
+    try_cuda = CUDA in ort.get_available_providers()
+    models: dict[str, ServedModel] = {}
+    for name in published_names(store):
+        served = models[name] = load_model(store, name, try_cuda)
+        if try_cuda and served.ready and served.provider != CUDA:
+            log.info("CUDA is listed by onnxruntime but does not work here; serving on CPU")
+            try_cuda = False  # found out once; the other models go straight to CPU
+    return ServedModels(store, models)
+
+
+def _image(image: bytes | Image.Image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    try:
+        return decode_image(image, MAX_PIXELS)
+    except ImageError as err:
+        raise BadInput(str(err)) from err
+
+
+def top_labels(served: ServedModel, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
+    """The answer for one image: best label, its index, and the top_k labels with probabilities."""
+    order = np.argsort(-probabilities, kind="stable")[:top_k]
+    return {"label": served.labels[order[0]], "index": int(order[0]),
+            "top": [{"label": served.labels[i], "probability": float(probabilities[i])} for i in order]}
+
+
+@dataclass
+class ServedModels:
+    """The models of one store, by name; the only way a request reaches a model."""
+
+    store: Path
+    models: dict[str, ServedModel]
+
+    @property
+    def ready(self) -> bool:
+        """True when every published model loaded (and there is at least one)."""
+        return bool(self.models) and all(m.ready for m in self.models.values())
+
+    def describe(self) -> dict[str, Any]:
+        return {"ready": self.ready, "models": {name: m.describe() for name, m in self.models.items()}}
+
+    def get(self, name: str, task: str, tabular: bool = False) -> ServedModel:
+        """The loaded model `name` for `task`; 404 for a name not in the store, 503 if it failed to load."""
+        served = self.models.get(name)
+        if served is None:
+            known = ", ".join(sorted(self.models)) or "none (the store is empty)"
+            raise UnknownModel(f"unknown model {name!r}; models served: {known}")
+        if not served.ready:
+            raise NotReady(f"model {name!r} ({served.version}) is not available: {served.error}")
+        if served.task != task or ("tabular" in served.manifest.get("preprocessing", {})) != tabular:
+            endpoint = "/heart" if name == HEART_MODEL else "/reconstruct" if served.task == "reconstruct" else "/classify"
+            raise BadInput(f"model {name!r} is a {served.task} model: use POST {endpoint}")
+        return served
+
+    # -- images
+
+    def prepare(self, name: str, image: bytes | Image.Image) -> np.ndarray:
+        """(C, H, W) float32 in [0, 1]: `image` in the form model `name` was trained on."""
+        served = self.get(name, "classify")
+        return prepare_image(_image(image), served.image_spec)
+
+    def probabilities(self, name: str, pixels: np.ndarray) -> np.ndarray:
+        """(N, K) class probabilities for (N, C, H, W) float32 pixels in [0, 1]: one ONNX Runtime call."""
+        return self.get(name, "classify").run(np.ascontiguousarray(pixels, dtype=np.float32))
+
+    def answer(self, name: str, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
+        """POST /classify's answer shape for one image's probabilities."""
+        served = self.get(name, "classify")
+        return {"model": name, "version": served.version, **top_labels(served, probabilities, _top_k(top_k)),
+                "provider": served.provider}
+
+    def classify(self, name: str, image: bytes | Image.Image, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+        """Classify one image (encoded bytes or a PIL image) with model `name`."""
+        pixels = self.prepare(name, image)
+        return self.answer(name, self.probabilities(name, pixels[None])[0], top_k)
+
+    def classify_array(self, name: str, array: np.ndarray | bytes, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+        """Classify (N, C, H, W) images already in training form: uint8 0-255 or float32 in [0, 1].
+
+        `array` may be the bytes of an .npy file. No preprocessing is applied: this is the path for
+        test sets and throughput, so the pixels must already be what the model was trained on.
+        """
+        served = self.get(name, "classify")
+        pixels = _batch_pixels(read_npy(array) if isinstance(array, bytes) else np.asarray(array), served)
+        probabilities = self.probabilities(name, pixels)
+        k = _top_k(top_k)
+        return {"model": name, "version": served.version, "provider": served.provider, "count": len(pixels),
+                "results": [top_labels(served, p, k) for p in probabilities]}
+
+    def reconstruct(self, name: str, image: bytes | Image.Image) -> Image.Image:
+        """The autoencoder's output for `image`, as an 8-bit greyscale or RGB image."""
+        served = self.get(name, "reconstruct")
+        pixels = prepare_image(_image(image), served.image_spec)
+        out = np.clip(served.run(pixels[None])[0], 0.0, 1.0)  # (C, H, W)
+        as_uint8 = np.round(out * 255).astype(np.uint8)
+        return Image.fromarray(as_uint8[0], mode="L") if len(as_uint8) == 1 else \
+            Image.fromarray(as_uint8.transpose(1, 2, 0), mode="RGB")
+
+    # -- tabular
+
+    def predict_heart(self, row: HeartRow | Mapping[str, Any]) -> dict[str, Any]:
+        """Probability of heart disease for one row with the data set's columns (see HeartRow)."""
+        if HEART_MODEL not in self.models:
+            raise NotReady("no heart model is published yet: train and publish one, then restart the service")
+        served = self.get(HEART_MODEL, "classify", tabular=True)
+        if not isinstance(row, HeartRow):
+            row = validate_heart_row(row)
+        probability = float(served.run(encode_row(row, served.tabular)).reshape(-1)[0])
+        threshold = float(served.tabular.get("threshold", 0.5))
+        return {"probability": probability, "label": served.labels[int(probability >= threshold)],
+                "version": served.version, "provider": served.provider}
+
+
+def validate_heart_row(row: Mapping[str, Any]) -> HeartRow:
+    """A HeartRow from a plain mapping; InvalidField (422) names every wrong, missing or extra field."""
+    try:
+        return HeartRow.model_validate(row)
+    except ValidationError as err:
+        raise InvalidField(describe_validation_errors(err.errors())) from err
+
+
+def _top_k(top_k: int) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise InvalidField(f"top_k: must be a positive integer, got {top_k!r}")
+    return top_k
+
+
+def _batch_pixels(array: np.ndarray, served: ServedModel) -> np.ndarray:
+    """(N, C, H, W) float32 in [0, 1] from a client's uint8 or float32 batch, or BadInput saying why not."""
+    spec = served.image_spec
+    expected = (spec.channels, spec.height, spec.width)
+    if array.ndim != 4 or tuple(array.shape[1:]) != expected:
+        raise BadInput(f"batch shape {tuple(array.shape)} does not fit model {served.name!r}: "
+                       f"expected (N, {', '.join(map(str, expected))})")
+    if not 1 <= len(array) <= MAX_BATCH_IMAGES:
+        raise BadInput(f"batch of {len(array)} images: send between 1 and {MAX_BATCH_IMAGES} per request")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype.kind != "f" or array.dtype.itemsize != 4:
+        raise BadInput(f"dtype {array.dtype} refused: send uint8 (0-255) or float32 (0-1) pixels")
+    pixels = array.astype(np.float32)  # native byte order, and a copy we may keep
+    if not np.isfinite(pixels).all():
+        raise BadInput("float32 pixels must be finite: the batch holds NaN or infinity")
+    if pixels.min() < 0.0 or pixels.max() > 1.0:
+        raise BadInput(f"float32 pixels must lie in [0, 1] (got {pixels.min():g} to {pixels.max():g}); "
+                       "send uint8 for 0-255 values")
+    return pixels
+

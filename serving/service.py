@@ -1,0 +1,166 @@
+"""The BentoML service: every model in models_store/ behind one HTTP API, on ONNX Runtime.
+
+    bentoml serve serving.service:ModelService        # from the repository root; port 3000
+
+The store is ./models_store, or the folder named by $MODELS_STORE. The endpoints validate, call one
+function of serving.runtime and shape the answer; serving.guard answers malformed requests before
+BentoML parses them and turns every error into {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import bentoml
+import numpy as np
+from bentoml.validators import ContentType
+from fastapi import FastAPI
+from PIL import Image
+from pydantic import BaseModel, Field, ValidationError
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from serving.errors import ServingError
+from serving.guard import RequestGuard
+from serving.runtime import DEFAULT_TOP_K, load_models
+from serving.tabular import HeartRow
+
+log = logging.getLogger("bentoml.serving")  # under "bentoml", so `bentoml serve` shows it
+
+STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # the store is read when the service starts
+MAX_BODY_BYTES = 20 * 1024 * 1024  # a phone photo, or 1024 CIFAR-sized float32 images in one .npy
+BATCH_SIZE = 64                    # most concurrent /classify images run in one ONNX Runtime call
+BATCH_WAIT_MS = 5000               # bound on a request's wait for its batch; beyond it BentoML answers 503
+
+ModelName = Annotated[str, Field(description="a model name listed by GET /models", examples=["fashion"])]
+TopK = Annotated[int, Field(ge=1, le=1000, description="how many labels to return, best first")]
+ImageFile = Annotated[Path, Field(description="PNG, JPEG, GIF, BMP or WebP; any size, greyscale or colour")]
+
+# Extra routes BentoML's @bentoml.api cannot declare (it makes POST routes only).
+http = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+
+class PreparedImage(BaseModel):
+    """One image already prepared for `model`: (C, H, W) floats in [0, 1]."""
+
+    model: str
+    pixels: list[list[list[float]]]
+
+
+def error_response(err: ServingError) -> JSONResponse:
+    return JSONResponse({"error": str(err)}, status_code=err.status)
+
+
+@bentoml.service(name="classic-dl", traffic={"timeout": 60})
+@bentoml.asgi_app(http, path="/")
+class ModelService:
+    """Classifiers, the autoencoder and the heart model of models_store/, one ONNX Runtime session each."""
+
+    def __init__(self) -> None:
+        store = Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
+        self.models = load_models(store)
+        for served in self.models.models.values():
+            if served.ready:
+                log.info("serving %s %s on %s", served.name, served.version, served.provider)
+            else:
+                log.error("not serving %s %s: %s", served.name, served.version, served.error)
+        if not self.models.models:
+            log.warning("no models published in %s: train one with python -m training.fit", store.resolve())
+
+    def __is_ready__(self) -> bool:
+        """GET /readyz: true only when every published model is loaded and verified."""
+        return self.models.ready
+
+    @http.get("/models")
+    def list_models(self) -> dict[str, Any]:
+        """Every published model: manifest facts, version, sha256, provider, and why not ready if so."""
+        return self.models.describe()
+
+    @bentoml.api(route="/classify")
+    async def classify(self, image: ImageFile, model: ModelName, top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
+        """Classify one image; concurrent requests share ONNX Runtime calls (see classify_prepared)."""
+        try:
+            pixels = await anyio.to_thread.run_sync(self.models.prepare, model, image.read_bytes())
+            [result] = await self.to_async.classify_prepared([PreparedImage(model=model, pixels=pixels.tolist())])
+            if "error" in result:
+                return JSONResponse({"error": result["error"]}, status_code=result["status"])
+            return self.models.answer(model, np.asarray(result["probabilities"]), top_k)
+        except ServingError as err:
+            return error_response(err)
+
+    @bentoml.api(route="/classify_prepared", batchable=True, max_batch_size=BATCH_SIZE, max_latency_ms=BATCH_WAIT_MS)
+    def classify_prepared(self, images: list[PreparedImage]) -> list[dict[str, Any]]:
+        """Adaptive batching: BentoML hands over the images of concurrent /classify requests together.
+
+        One ONNX Runtime call per model; each image gets {"probabilities": [...]} or, when its model or
+        shape is wrong, {"error", "status"} without failing the other requests' images.
+        """
+        results: list[dict[str, Any]] = [{} for _ in images]
+        by_model: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(images):
+            by_model[item.model].append(i)
+        for name, indices in by_model.items():
+            try:
+                pixels = np.asarray([images[i].pixels for i in indices], dtype=np.float32)
+                answers = [{"probabilities": p.tolist()} for p in self.models.probabilities(name, pixels)]
+            except ServingError as err:
+                answers = [{"error": str(err), "status": err.status}] * len(indices)
+            except ValueError:  # ragged nested lists
+                answers = [{"error": "pixels must be a (C, H, W) array", "status": 400}] * len(indices)
+            for i, answer in zip(indices, answers):
+                results[i] = answer
+        return results
+
+    @bentoml.api(route="/classify_batch")
+    def classify_batch(self, images: Annotated[Path, ContentType("application/octet-stream")], model: ModelName,
+                       top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
+        """Classify an .npy upload of (N, C, H, W) images already in training form (uint8 or float32 in [0, 1])."""
+        try:
+            return self.models.classify_array(model, images.read_bytes(), top_k)
+        except ServingError as err:
+            return error_response(err)
+
+    @bentoml.api(route="/reconstruct")
+    def reconstruct(self, image: ImageFile, model: ModelName = "fashion_reconstruction") -> Image.Image:
+        """The autoencoder's reconstruction of an image, as a PNG."""
+        try:
+            served, output = self.models.get(model, "reconstruct"), self.models.reconstruct(model, image.read_bytes())
+        except ServingError as err:
+            return error_response(err)
+        png = io.BytesIO()
+        output.save(png, format="PNG")
+        return Response(png.getvalue(), media_type="image/png",
+                        headers={"X-Model-Version": str(served.version), "X-Provider": str(served.provider)})
+
+    @bentoml.api(route="/heart")
+    def heart(self, row: HeartRow, /) -> dict[str, Any]:
+        """Probability of heart disease for one row of heart.csv's columns, as a JSON object."""
+        try:
+            return self.models.predict_heart(row)
+        except ServingError as err:
+            return error_response(err)
+
+
+@http.get("/docs", include_in_schema=False)
+def docs() -> RedirectResponse:
+    """BentoML's Swagger UI, at /, lists every endpoint with its schema."""
+    return RedirectResponse("/")
+
+
+class _ClientErrorsAreNotServerErrors(logging.Filter):
+    """BentoML logs a traceback for every request its validation refuses; those are the client's, not ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(_ClientErrorsAreNotServerErrors())
+ModelService.add_asgi_middleware(
+    RequestGuard, max_body_bytes=MAX_BODY_BYTES,
+    uploads={api.route: frozenset(api.input_spec.multipart_fields)
+             for api in ModelService.apis.values() if api.input_spec.multipart_fields})

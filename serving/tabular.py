@@ -1,0 +1,104 @@
+"""The heart-disease row: what a request must hold, and how a model's manifest says to encode it.
+
+A tabular model's manifest carries its encoding under ``preprocessing.tabular``::
+
+    "input":  {"name": "features", "shape": [null, 20], "dtype": "float32"},
+    "output": {"name": "probability", "shape": [null, 1], "dtype": "float32"},
+    "labels": ["Normal", "HeartDisease"],          # labels[1] is the positive class
+    "preprocessing": {"tabular": {
+        "columns": [
+            {"name": "Age", "kind": "numeric", "mean": 53.5, "std": 9.43},
+            {"name": "Sex", "kind": "categorical", "categories": ["F", "M"]},
+            ...
+        ],
+        "threshold": 0.5                           # probability from which labels[1] is answered
+    }}
+
+The feature vector is laid out column by column in that order: a ``numeric`` column gives one value,
+(x - mean) / std; a ``categorical`` column gives one 0/1 indicator per category, in the order listed
+(one-hot). A column kind is a function in COLUMN_ENCODERS: a new kind is one more entry there. The
+graph takes float32 (B, F) "features" and gives (B, 1) "probability" of labels[1] (a sigmoid output).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Callable, Literal, Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import InvalidField
+
+# Plausible human values, inclusive; the data set's own lie well inside. RestingBP and Cholesterol
+# include 0 because the data set uses 0 where the measurement is missing.
+_NUMBER = dict(strict=True, allow_inf_nan=False)  # JSON numbers only: no "54", no true, no NaN
+
+
+class HeartRow(BaseModel):
+    """One patient, as a row of the heart failure prediction data set (heart.csv)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "Age": 54, "Sex": "M", "ChestPainType": "ASY", "RestingBP": 140, "Cholesterol": 239,
+        "FastingBS": 0, "RestingECG": "Normal", "MaxHR": 160, "ExerciseAngina": "N", "Oldpeak": 1.2,
+        "ST_Slope": "Up"}})
+
+    Age: Annotated[float, Field(ge=1, le=120, description="years", **_NUMBER)]
+    Sex: Literal["M", "F"]
+    ChestPainType: Literal["TA", "ATA", "NAP", "ASY"] = Field(
+        description="typical angina, atypical angina, non-anginal pain, asymptomatic")
+    RestingBP: Annotated[float, Field(ge=0, le=300, description="resting blood pressure, mm Hg", **_NUMBER)]
+    Cholesterol: Annotated[float, Field(ge=0, le=1000, description="serum cholesterol, mg/dl", **_NUMBER)]
+    FastingBS: Annotated[int, Field(ge=0, le=1, strict=True, json_schema_extra={"enum": [0, 1]},
+                                    description="1 if fasting blood sugar > 120 mg/dl, else 0")]
+    RestingECG: Literal["Normal", "ST", "LVH"]
+    MaxHR: Annotated[float, Field(ge=40, le=250, description="maximum heart rate reached, bpm", **_NUMBER)]
+    ExerciseAngina: Literal["Y", "N"]
+    Oldpeak: Annotated[float, Field(ge=-10, le=10, description="ST depression, mm", **_NUMBER)]
+    ST_Slope: Literal["Up", "Flat", "Down"]
+
+
+def _numeric(column: Mapping[str, Any], value: Any) -> list[float]:
+    return [(float(value) - float(column["mean"])) / float(column["std"])]
+
+
+def _categorical(column: Mapping[str, Any], value: Any) -> list[float]:
+    categories = [str(c) for c in column["categories"]]
+    if str(value) not in categories:
+        raise InvalidField(f"{column['name']}: {value!r} is unknown to this model; it knows {', '.join(categories)}")
+    return [float(str(value) == c) for c in categories]
+
+
+def _width(column: Mapping[str, Any]) -> int:
+    return len(column["categories"]) if column["kind"] == "categorical" else 1
+
+
+COLUMN_ENCODERS: dict[str, Callable[[Mapping[str, Any], Any], list[float]]] = {
+    "numeric": _numeric,
+    "categorical": _categorical,
+}
+
+
+def check_tabular_spec(spec: Mapping[str, Any], input_width: int | None) -> None:
+    """Raise ValueError when a manifest's tabular section cannot encode a HeartRow into `input_width` values."""
+    columns = spec.get("columns")
+    if not columns:
+        raise ValueError("preprocessing.tabular has no columns")
+    for column in columns:
+        if column.get("name") not in HeartRow.model_fields:
+            raise ValueError(f"tabular column {column.get('name')!r} is not a request field")
+        if column.get("kind") not in COLUMN_ENCODERS:
+            raise ValueError(f"tabular column {column['name']}: unknown kind {column.get('kind')!r}; "
+                             f"known: {', '.join(COLUMN_ENCODERS)}")
+        if column["kind"] == "numeric" and not float(column.get("std", 0)) > 0:
+            raise ValueError(f"tabular column {column['name']}: std must be positive")
+    width = sum(_width(c) for c in columns)
+    if input_width is not None and width != input_width:
+        raise ValueError(f"tabular columns encode {width} features but the model takes {input_width}")
+
+
+def encode_row(row: HeartRow, spec: Mapping[str, Any]) -> np.ndarray:
+    """(1, F) float32 features for one validated row, laid out as `spec` says."""
+    values: list[float] = []
+    for column in spec["columns"]:
+        values += COLUMN_ENCODERS[column["kind"]](column, getattr(row, column["name"]))
+    return np.asarray([values], dtype=np.float32)

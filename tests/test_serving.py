@@ -1,0 +1,516 @@
+"""The service in-process through its ASGI app, on tiny models published by the real training code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+from starlette.testclient import TestClient
+
+from serving.errors import BadInput, InvalidField
+from serving.npy import read_npy
+from serving.runtime import MAX_BATCH_IMAGES, ServedModels, load_models, validate_heart_row
+from serving.service import MAX_BODY_BYTES, STORE_ENV, ModelService
+from serving.tabular import HeartRow, encode_row
+from serving_store import HEART_ROW, HEART_TABULAR, TINY, build_store, heart_net
+from training.build import model_from_checkpoint
+from training.checkpoint import load_checkpoint
+from training.data import load_data
+from training.export import InferenceGraph
+from training.preprocessing import ImageSpec, decode_image, prepare_image
+from training.registry import get_config
+from training.store import MODEL_FILE, latest, published_names, read_manifest
+
+
+# -- fixtures and helpers
+
+
+@pytest.fixture(scope="session")
+def served_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.getbasetemp() / "serving"
+    build_store(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def store(served_root: Path) -> Path:
+    return served_root / "store"
+
+
+@pytest.fixture(scope="session")
+def test_split(served_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The fashion model's own test images, (N, 1, 28, 28) uint8, and labels in its label order."""
+    bundle = load_data(get_config("fashion_cnn").replace(**TINY), served_root / "data")
+    return bundle.test.images.numpy(), bundle.test.labels.numpy()
+
+
+@contextlib.contextmanager
+def serve(store: Path) -> Iterator[TestClient]:
+    """The service's ASGI app on `store`, started (models loaded) and stopped around the block."""
+    # Each app registers its request metrics in prometheus' one global registry, so a second app in
+    # this process would collide: in-process apps go without; the end-to-end test checks /metrics.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps({"services": {"classic-dl": {"metrics": {"enabled": False}}}}))
+        mp.setenv(STORE_ENV, str(store))
+        with TestClient(ModelService.to_asgi()) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def client(store: Path) -> Iterator[TestClient]:
+    with serve(store) as c:
+        yield c
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def npy(array: np.ndarray, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, **options)
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims width x height (CRC fixed up), as a decompression bomb's does."""
+    data = bytearray(encode(Image.new("L", (1, 1))))
+    data[16:24] = struct.pack(">II", width, height)             # IHDR data starts after signature, length, type
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # CRC over type and data
+    return bytes(data)
+
+
+def image_form(image: bytes, model: str = "fashion", **fields: str) -> dict[str, Any]:
+    return {"files": {"image": ("drawing.png", image, "image/png")}, "data": {"model": model, **fields}}
+
+
+def batch_form(array_bytes: bytes, model: str = "fashion", **fields: str) -> dict[str, Any]:
+    return {"files": {"images": ("batch.npy", array_bytes, "application/octet-stream")},
+            "data": {"model": model, **fields}}
+
+
+def drawing(size: tuple[int, int] = (300, 200), mode: str = "RGB") -> Image.Image:
+    """Dark ink on a light background, off-centre: what the demo canvas or a phone photo gives."""
+    img = Image.new("RGB", size, (250, 250, 245))
+    img.paste((20, 20, 30), (40, 30, 120, 150))
+    return img.convert(mode)
+
+
+BLACK_PNG = encode(Image.new("L", (28, 28)))
+PHOTO_PNG = encode(drawing())
+
+
+# -- every endpoint
+
+
+def test_models_reports_every_published_model_with_its_manifest_facts(client: TestClient, store: Path) -> None:
+    answer = client.get("/models").json()
+    assert answer["ready"] is True
+    assert sorted(answer["models"]) == published_names(store) == ["fashion", "fashion_reconstruction", "heart"]
+    for name, facts in answer["models"].items():
+        manifest = read_manifest(latest(store, name))
+        assert facts["ready"] and facts["error"] is None
+        assert facts["version"] == manifest["version"] == "v1"
+        assert facts["sha256"] == manifest["sha256"]
+        assert facts["provider"] == "CPUExecutionProvider"  # this machine has no usable GPU
+        for key in ("task", "labels", "input", "output", "metrics"):
+            assert facts[key] == manifest[key], key
+
+
+def test_health_endpoints(client: TestClient) -> None:
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/docs", follow_redirects=False).headers["location"] == "/"
+    spec = client.get("/docs.json").json()
+    for path in ("/classify", "/classify_batch", "/reconstruct", "/heart", "/models"):
+        assert path in spec["paths"], path
+
+
+def test_classify_answers_in_the_documented_shape(client: TestClient, store: Path) -> None:
+    labels = read_manifest(latest(store, "fashion"))["labels"]
+    response = client.post("/classify", **image_form(PHOTO_PNG, top_k="5"))
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert set(answer) == {"model", "version", "label", "index", "top", "provider"}
+    assert (answer["model"], answer["version"], answer["provider"]) == ("fashion", "v1", "CPUExecutionProvider")
+    probabilities = [t["probability"] for t in answer["top"]]
+    assert [t["label"] for t in answer["top"]][0] == answer["label"] == labels[answer["index"]]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1, abs=1e-5)
+    assert len(client.post("/classify", **image_form(PHOTO_PNG)).json()["top"]) == 3  # the default top_k
+    assert len(client.post("/classify", **image_form(PHOTO_PNG, top_k="50")).json()["top"]) == len(labels)
+
+
+def _rgba() -> Image.Image:
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))  # transparent, as the demo canvas
+    img.paste((0, 0, 0, 255), (20, 10, 44, 54))
+    return img
+
+
+def _animated_gif() -> bytes:
+    frames = [drawing((60, 60), "P"), Image.new("P", (60, 60), 7)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+
+
+@pytest.mark.parametrize("image", [
+    pytest.param(lambda: encode(drawing(mode="L")), id="png-grey"),
+    pytest.param(lambda: encode(drawing(), "JPEG", quality=80), id="jpeg-rgb"),
+    pytest.param(_animated_gif, id="gif-animated"),
+    pytest.param(lambda: encode(drawing(), "BMP"), id="bmp"),
+    pytest.param(lambda: encode(drawing(), "WEBP"), id="webp"),
+    pytest.param(lambda: encode(_rgba()), id="png-rgba"),
+    pytest.param(lambda: encode(drawing(mode="P")), id="png-palette"),
+    pytest.param(lambda: encode(Image.fromarray(np.full((40, 30), 60000, np.uint16))), id="png-16-bit"),
+    pytest.param(lambda: encode(drawing((2000, 1500))), id="large-photo"),
+    pytest.param(lambda: encode(Image.new("L", (1, 1), 255)), id="one-pixel"),
+])
+def test_classify_takes_any_common_image(client: TestClient, image: Callable[[], bytes]) -> None:
+    response = client.post("/classify", **image_form(image()))
+    assert response.status_code == 200, response.text
+    assert response.json()["label"]
+
+
+def test_images_in_training_form_pass_through_unchanged(client: TestClient, store: Path,
+                                                        test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    """An official test image sent as PNG is classified exactly as the same pixels offline."""
+    version_dir = latest(store, "fashion")
+    manifest = read_manifest(version_dir)
+    spec = ImageSpec.from_dict(manifest["preprocessing"]["image"])
+    images, _ = test_split
+    pixels = images[:12].astype(np.float32) / 255
+    session = ort.InferenceSession(str(version_dir / MODEL_FILE), providers=["CPUExecutionProvider"])
+    offline = session.run(None, {"pixels": pixels})[0]
+    for i, image in enumerate(images[:12]):
+        png = encode(Image.fromarray(image[0], mode="L"))
+        assert np.array_equal(prepare_image(decode_image(png), spec), pixels[i])
+        answer = client.post("/classify", **image_form(png, top_k="10")).json()
+        by_label = {t["label"]: t["probability"] for t in answer["top"]}
+        assert answer["index"] == int(offline[i].argmax())
+        np.testing.assert_allclose([by_label[label] for label in manifest["labels"]], offline[i], atol=1e-6)
+
+
+def test_classify_batch_answers_one_result_per_image(client: TestClient,
+                                                     test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    images = test_split[0][:10]
+    as_uint8 = client.post("/classify_batch", **batch_form(npy(images))).json()
+    as_float = client.post("/classify_batch", **batch_form(npy(images.astype(np.float32) / 255))).json()
+    assert as_uint8["count"] == len(as_uint8["results"]) == 10
+    assert (as_uint8["model"], as_uint8["version"]) == ("fashion", "v1")
+    assert as_uint8["results"] == as_float["results"]
+    singles = [client.post("/classify", **image_form(encode(Image.fromarray(im[0])))).json() for im in images[:3]]
+    assert [s["label"] for s in singles] == [r["label"] for r in as_uint8["results"][:3]]
+
+
+def test_concurrent_classify_requests_share_onnx_runtime_calls(client: TestClient,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adaptive batching: 16 requests at once reach ONNX Runtime in fewer, larger calls."""
+    sizes: list[int] = []
+    original = ServedModels.probabilities
+
+    def recording(self: ServedModels, name: str, pixels: np.ndarray) -> np.ndarray:
+        sizes.append(len(pixels))
+        return original(self, name, pixels)
+
+    monkeypatch.setattr(ServedModels, "probabilities", recording)
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.gather(*(http.post("/classify", **image_form(PHOTO_PNG)) for _ in range(16)))
+
+    responses = client.portal.call(burst)
+    assert [r.status_code for r in responses] == [200] * 16
+    assert sum(sizes) == 16 and max(sizes) > 1, sizes
+
+
+def test_reconstruct_answers_a_png(client: TestClient) -> None:
+    response = client.post("/reconstruct", files={"image": ("x.png", PHOTO_PNG, "image/png")})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-model-version"] == "v1"
+    assert response.headers["x-provider"] == "CPUExecutionProvider"
+    image = Image.open(io.BytesIO(response.content))
+    assert (image.format, image.mode, image.size) == ("PNG", "L", (28, 28))
+
+
+def test_heart_answers_probability_and_label(client: TestClient) -> None:
+    response = client.post("/heart", json=HEART_ROW)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert set(answer) == {"probability", "label", "version", "provider"}
+    assert 0 < answer["probability"] < 1 and answer["version"] == "v1"
+    assert answer["label"] == ("HeartDisease" if answer["probability"] >= 0.5 else "Normal")
+    assert client.post("/heart", json={**HEART_ROW, "Oldpeak": -2.6, "Cholesterol": 0}).status_code == 200
+
+
+def test_onnx_runtime_agrees_with_pytorch_on_every_served_model(
+        client: TestClient, served_root: Path, test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    images = test_split[0][:16]
+    pixels = torch.from_numpy(images.astype(np.float32) / 255)
+
+    def torch_graph(experiment: str) -> torch.nn.Module:
+        model, cfg = model_from_checkpoint(load_checkpoint(served_root / "runs" / experiment / "checkpoint.pt"))
+        return InferenceGraph(model, cfg.task).eval()
+
+    with torch.inference_mode():
+        expected = torch_graph("fashion_cnn")(pixels).numpy()
+        reconstruction = torch_graph("fashion_autoencoder")(pixels[:1]).numpy()[0, 0]
+        heart = heart_net()(torch.from_numpy(encode_row(HeartRow(**HEART_ROW), HEART_TABULAR))).item()
+
+    labels = client.get("/models").json()["models"]["fashion"]["labels"]
+    results = client.post("/classify_batch", **batch_form(npy(images), top_k="10")).json()["results"]
+    served = np.array([[{t["label"]: t["probability"] for t in r["top"]}[label] for label in labels]
+                       for r in results])
+    assert np.abs(served - expected).max() < 1e-4
+
+    png = client.post("/reconstruct", files={"image": ("x.png", encode(Image.fromarray(images[0, 0])))}).content
+    served_pixels = np.asarray(Image.open(io.BytesIO(png)), dtype=np.float32) / 255
+    assert np.abs(served_pixels - reconstruction).max() <= 0.5 / 255 + 1e-4  # PNG rounds to 8 bits
+
+    assert client.post("/heart", json=HEART_ROW).json()["probability"] == pytest.approx(heart, abs=1e-6)
+
+
+# -- failures of one model, or of none
+
+
+def test_a_corrupted_model_answers_503_while_the_others_serve(store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    model_file = latest(copy, "fashion") / MODEL_FILE
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    with serve(copy) as client:
+        facts = client.get("/models").json()
+        assert facts["ready"] is False
+        assert facts["models"]["fashion"]["ready"] is False and "sha256" in facts["models"]["fashion"]["error"]
+        response = client.post("/classify", **image_form(PHOTO_PNG))
+        assert response.status_code == 503 and "sha256" in response.json()["error"]
+        assert client.get("/readyz").status_code == 503
+        assert client.get("/livez").status_code == 200
+        assert client.post("/reconstruct", files={"image": ("x.png", PHOTO_PNG)}).status_code == 200
+        assert client.post("/heart", json=HEART_ROW).status_code == 200
+
+
+def test_a_manifest_that_cannot_feed_its_model_is_not_ready(store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    manifest_file = latest(copy, "heart") / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["preprocessing"]["tabular"]["columns"].append({"name": "Smoker", "kind": "categorical",
+                                                            "categories": ["N", "Y"]})
+    manifest_file.write_text(json.dumps(manifest))
+    with serve(copy) as client:
+        assert "Smoker" in client.get("/models").json()["models"]["heart"]["error"]
+        assert client.post("/heart", json=HEART_ROW).status_code == 503
+        assert client.post("/classify", **image_form(PHOTO_PNG)).status_code == 200
+
+
+def test_heart_without_a_heart_model_answers_503(store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy, ignore=lambda folder, names: ["heart"] if Path(folder) == store else [])
+    with serve(copy) as client:
+        response = client.post("/heart", json=HEART_ROW)
+        assert response.status_code == 503
+        assert "no heart model" in response.json()["error"]
+        assert client.get("/readyz").status_code == 200  # nothing published failed
+        assert client.post("/heart", json={"Age": "old"}).status_code == 422  # still validated first
+
+
+def test_an_empty_store_serves_nothing_and_is_not_ready(tmp_path: Path) -> None:
+    with serve(tmp_path / "no-store") as client:
+        assert client.get("/models").json() == {"ready": False, "models": {}}
+        assert client.get("/readyz").status_code == 503
+        response = client.post("/classify", **image_form(PHOTO_PNG))
+        assert response.status_code == 404 and "store is empty" in response.json()["error"]
+
+
+# -- bad input: always a 4xx with {"error": "..."}, never a 500
+
+HEART = "/heart"
+ROW_TEXT = json.dumps(HEART_ROW)
+
+
+def heart_json(**changes: Any) -> dict[str, Any]:
+    return {"json": {**HEART_ROW, **changes}}
+
+
+def heart_text(text: str) -> dict[str, Any]:
+    return {"content": text.encode(), "headers": {"content-type": "application/json"}}
+
+
+def _streamed_oversize() -> dict[str, Any]:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(MAX_BODY_BYTES // (1 << 20) + 2):
+            yield b"\0" * (1 << 20)
+    return {"content": chunks(), "headers": {"content-type": "multipart/form-data; boundary=x"}}
+
+
+def _npy_claiming(shape: tuple[int, ...]) -> bytes:
+    """An .npy header for `shape` of uint8 followed by 784 bytes: a few KB pretending to be hundreds of GB."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    return buffer.getvalue() + bytes(784)
+
+
+BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] = [
+    # (case, method, path, request, status, a word the error must contain)
+    ("undecodable image", "POST", "/classify", lambda: image_form(b"this is not an image"), 400, "decode"),
+    ("truncated png", "POST", "/classify", lambda: image_form(PHOTO_PNG[: len(PHOTO_PNG) // 2]), 400, "decode"),
+    ("empty image file", "POST", "/classify", lambda: image_form(b""), 400, "empty"),
+    ("zero-size image", "POST", "/classify", lambda: image_form(png_claiming(0, 0)), 400, "image"),
+    ("decompression bomb", "POST", "/classify", lambda: image_form(png_claiming(100_000, 100_000)), 400, "limit"),
+    ("unknown model", "POST", "/classify", lambda: image_form(BLACK_PNG, model="resnet"), 404, "resnet"),
+    ("path as model", "POST", "/classify", lambda: image_form(BLACK_PNG, model="../models_store/fashion"), 404,
+     "unknown model"),
+    ("url as model", "POST", "/classify", lambda: image_form(BLACK_PNG, model="http://example.com/m.onnx"), 404,
+     "unknown model"),
+    ("autoencoder on /classify", "POST", "/classify", lambda: image_form(BLACK_PNG, model="fashion_reconstruction"),
+     400, "/reconstruct"),
+    ("heart model on /classify", "POST", "/classify", lambda: image_form(BLACK_PNG, model="heart"), 400, "/heart"),
+    ("missing model field", "POST", "/classify", lambda: {"files": {"image": ("x.png", BLACK_PNG)}}, 422, "model"),
+    ("missing image field", "POST", "/classify", lambda: {"files": {"model": (None, "fashion")}}, 422, "image"),
+    ("image given as a url", "POST", "/classify",
+     lambda: {"files": {"image": (None, "http://example.com/x.png"), "model": (None, "fashion")}}, 400, "upload"),
+    ("image given as a server path", "POST", "/classify",
+     lambda: {"files": {"image": (None, "/etc/passwd"), "model": (None, "fashion")}}, 400, "upload"),
+    ("model given as a file", "POST", "/classify",
+     lambda: {"files": {"image": ("x.png", BLACK_PNG), "model": ("m.txt", b"\xff\xfe")}}, 400, "model"),
+    ("top_k given as a file", "POST", "/classify",
+     lambda: {"files": {"image": ("x.png", BLACK_PNG), "model": (None, "fashion"), "top_k": ("k", b"\x80")}},
+     400, "top_k"),
+    ("top_k zero", "POST", "/classify", lambda: image_form(BLACK_PNG, top_k="0"), 422, "top_k"),
+    ("top_k not a number", "POST", "/classify", lambda: image_form(BLACK_PNG, top_k="many"), 422, "top_k"),
+    ("form-urlencoded", "POST", "/classify", lambda: {"data": {"image": "x", "model": "fashion"}}, 415, "multipart"),
+    ("json to an upload endpoint", "POST", "/classify", lambda: {"json": {"image": "x", "model": "fashion"}}, 415,
+     "multipart"),
+    ("multipart without boundary", "POST", "/classify",
+     lambda: {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 400, "boundary"),
+    ("malformed multipart", "POST", "/classify",
+     lambda: {"content": b"--b\r\nContent-Disposition: form-data\r\n\r\n", "headers":
+              {"content-type": "multipart/form-data; boundary=b"}}, 400, "multipart"),
+    ("form part without a name", "POST", "/classify",
+     lambda: {"content": b"--b\r\nContent-Disposition: form-data; filename=x\r\n\r\nx\r\n--b--\r\n",
+              "headers": {"content-type": "multipart/form-data; boundary=b"}}, 400, "name"),
+    ("huge text field", "POST", "/classify", lambda: image_form(BLACK_PNG, model="x" * 2_000_000), 400, "limit"),
+    ("too many form fields", "POST", "/classify",
+     lambda: {"files": {"image": ("x.png", BLACK_PNG)}, "data": {f"f{i}": "1" for i in range(20)}}, 400, "fields"),
+    ("pickle to /classify", "POST", "/classify",
+     lambda: {"content": b"\x80\x04K\x01.", "headers": {"content-type": "application/vnd.bentoml+pickle"}}, 415,
+     "pickle"),
+    ("pickle to /heart", "POST", HEART,
+     lambda: {"content": b"\x80\x04K\x01.", "headers": {"content-type": "application/vnd.bentoml+pickle"}}, 415,
+     "pickle"),
+    ("body over the size limit", "POST", "/classify", lambda: image_form(b"\0" * (MAX_BODY_BYTES + 1)), 413, "limit"),
+    ("streamed body over the size limit", "POST", "/classify", _streamed_oversize, 413, "limit"),
+    # /classify_batch
+    ("npy of the wrong rank", "POST", "/classify_batch", lambda: batch_form(npy(np.zeros((2, 28, 28), np.uint8))),
+     400, "shape"),
+    ("npy of the wrong channels", "POST", "/classify_batch",
+     lambda: batch_form(npy(np.zeros((2, 3, 28, 28), np.uint8))), 400, "shape"),
+    ("npy of int64", "POST", "/classify_batch", lambda: batch_form(npy(np.zeros((2, 1, 28, 28), np.int64))), 400,
+     "dtype"),
+    ("npy of float64", "POST", "/classify_batch", lambda: batch_form(npy(np.zeros((2, 1, 28, 28)))), 400, "dtype"),
+    ("npy of pickled objects", "POST", "/classify_batch",
+     lambda: batch_form(npy(np.array([{"x": 1}], dtype=object), allow_pickle=True)), 400, "dtype"),
+    ("truncated npy", "POST", "/classify_batch",
+     lambda: batch_form(npy(np.zeros((2, 1, 28, 28), np.uint8))[:-100]), 400, "truncated"),
+    ("npy header claiming 785 GB", "POST", "/classify_batch",
+     lambda: batch_form(_npy_claiming((10 ** 9, 1, 28, 28))), 400, "truncated"),
+    ("npy with NaN", "POST", "/classify_batch",
+     lambda: batch_form(npy(np.full((1, 1, 28, 28), np.nan, np.float32))), 400, "NaN"),
+    ("npy out of range", "POST", "/classify_batch",
+     lambda: batch_form(npy(np.full((1, 1, 28, 28), 255.0, np.float32))), 400, "[0, 1]"),
+    ("more images than the batch limit", "POST", "/classify_batch",
+     lambda: batch_form(npy(np.zeros((MAX_BATCH_IMAGES + 1, 1, 28, 28), np.uint8))), 400, str(MAX_BATCH_IMAGES)),
+    ("zero images", "POST", "/classify_batch", lambda: batch_form(npy(np.zeros((0, 1, 28, 28), np.uint8))), 400,
+     "between"),
+    ("not an npy file", "POST", "/classify_batch", lambda: batch_form(PHOTO_PNG), 400, ".npy"),
+    ("empty npy upload", "POST", "/classify_batch", lambda: batch_form(b""), 400, "empty"),
+    ("batch for an unknown model", "POST", "/classify_batch",
+     lambda: batch_form(npy(np.zeros((1, 1, 28, 28), np.uint8)), model="digits"), 404, "digits"),
+    # /reconstruct
+    ("classifier on /reconstruct", "POST", "/reconstruct", lambda: image_form(BLACK_PNG, model="fashion"), 400,
+     "/classify"),
+    ("undecodable image on /reconstruct", "POST", "/reconstruct",
+     lambda: {"files": {"image": ("x.png", b"\x89PNG\r\n\x1a\nbroken")}}, 400, "decode"),
+    # /heart
+    ("heart field missing", "POST", HEART, lambda: {"json": {k: v for k, v in HEART_ROW.items() if k != "Age"}},
+     422, "Age"),
+    ("heart extra field", "POST", HEART, lambda: heart_json(Smoker="Y"), 422, "Smoker"),
+    ("heart NaN", "POST", HEART, lambda: heart_text(ROW_TEXT.replace('"Oldpeak": 1.2', '"Oldpeak": NaN')), 422,
+     "Oldpeak"),
+    ("heart Infinity", "POST", HEART,
+     lambda: heart_text(ROW_TEXT.replace('"Cholesterol": 239', '"Cholesterol": Infinity')), 422, "Cholesterol"),
+    ("heart negative age", "POST", HEART, lambda: heart_json(Age=-5), 422, "Age"),
+    ("heart impossible heart rate", "POST", HEART, lambda: heart_json(MaxHR=900), 422, "MaxHR"),
+    ("heart number as text", "POST", HEART, lambda: heart_json(Age="54"), 422, "Age"),
+    ("heart unknown category", "POST", HEART, lambda: heart_json(Sex="X"), 422, "Sex"),
+    ("heart lower-case category", "POST", HEART, lambda: heart_json(ChestPainType="asy"), 422, "ChestPainType"),
+    ("heart boolean for 0/1", "POST", HEART, lambda: heart_json(FastingBS=True), 422, "FastingBS"),
+    ("heart 2 for 0/1", "POST", HEART, lambda: heart_json(FastingBS=2), 422, "FastingBS"),
+    ("heart null", "POST", HEART, lambda: heart_json(RestingBP=None), 422, "RestingBP"),
+    ("heart body not json", "POST", HEART, lambda: heart_text('{"Age": 54,'), 400, "JSON"),
+    ("heart body a list", "POST", HEART, lambda: {"json": [HEART_ROW]}, 422, "object"),
+    ("heart empty body", "POST", HEART, lambda: heart_text(""), 422, "Age"),
+    # routing
+    ("unknown endpoint", "POST", "/predict", lambda: {"json": {}}, 404, "/predict"),
+    ("wrong method", "GET", "/classify", lambda: {}, 405, "GET"),
+]
+
+
+@pytest.mark.parametrize("case, method, path, request_kwargs, status, word", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gets_a_4xx_json_error(client: TestClient, case: str, method: str, path: str,
+                                         request_kwargs: Callable[[], dict[str, Any]], status: int, word: str) -> None:
+    response = client.request(method, path, **request_kwargs())
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert isinstance(error, str) and word.lower() in error.lower(), error
+
+
+def test_the_service_is_healthy_after_the_bad_input_corpus(client: TestClient) -> None:
+    assert len(BAD_INPUTS) >= 30
+    for _, method, path, request_kwargs, _, _ in BAD_INPUTS:
+        assert client.request(method, path, **request_kwargs()).status_code < 500
+    assert client.get("/livez").status_code == 200 and client.get("/readyz").status_code == 200
+    assert client.post("/classify", **image_form(PHOTO_PNG)).status_code == 200
+
+
+# -- the runtime alone, as the demo uses it
+
+
+def test_runtime_serves_in_process_without_bentoml(store: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    models = load_models(store)
+    assert "CUDAExecutionProvider" not in capfd.readouterr().err  # a failed CUDA attempt stays quiet
+    assert models.ready
+    answer = models.classify("fashion", drawing(), top_k=2)
+    assert answer["model"] == "fashion" and len(answer["top"]) == 2
+    assert models.reconstruct("fashion_reconstruction", drawing()).size == (28, 28)
+    assert models.predict_heart(HEART_ROW)["label"] in ("Normal", "HeartDisease")
+    with pytest.raises(InvalidField, match="Sex"):
+        models.predict_heart({**HEART_ROW, "Sex": "male"})
+    with pytest.raises(InvalidField, match="Age: Field required"):
+        validate_heart_row({k: v for k, v in HEART_ROW.items() if k != "Age"})
+
+
+def test_read_npy_checks_the_header_before_allocating() -> None:
+    with pytest.raises(BadInput, match="truncated"):
+        read_npy(_npy_claiming((10 ** 12, 3, 32, 32)))
+    fortran = np.asfortranarray(np.arange(24, dtype=np.float32).reshape(2, 3, 4)[None] / 24)
+    np.testing.assert_array_equal(read_npy(npy(fortran)), fortran)
+    big_endian = np.linspace(0, 1, 8, dtype=">f4").reshape(2, 1, 2, 2)
+    np.testing.assert_array_equal(read_npy(npy(big_endian)), big_endian)
