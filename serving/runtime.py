@@ -8,11 +8,12 @@ training.preprocessing, the module training uses, with each model's ImageSpec fr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnxruntime as ort
@@ -23,6 +24,7 @@ from training.files import sha256_bytes
 from training.preprocessing import DEFAULT_MAX_PIXELS, ImageError, ImageSpec, decode_image, prepare_image
 from training.store import MODEL_FILE, latest, published_names, read_manifest
 
+from .batching import Batcher
 from .errors import BadInput, InvalidField, NotReady, UnknownModel, describe_validation_errors
 from .npy import read_npy
 from .tabular import HeartRow, check_tabular_spec, encode_row
@@ -33,6 +35,7 @@ CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 HEART_MODEL = "heart"          # the one tabular model, served at POST /heart
 MAX_PIXELS = DEFAULT_MAX_PIXELS  # decoded image size limit, checked from the header before decoding
 MAX_BATCH_IMAGES = 1024        # images per /classify_batch request (1024 x 3x32x32 float32 = 12 MiB)
+MAX_SHARED_BATCH = 64          # concurrent single images that may share one ONNX Runtime call
 DEFAULT_TOP_K = 3
 _ORT_WARNING, _ORT_FATAL = 2, 4  # onnxruntime log severities: 2 is its default, 4 shows only fatal errors
 
@@ -153,8 +156,11 @@ def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
     return served
 
 
-def load_models(store: Path) -> "ServedModels":
-    """Every published model of `store`, latest version each; the names found are the allow-list."""
+def load_models(store: Path, on_batch: Callable[[str, int], None] | None = None) -> "ServedModels":
+    """Every published model of `store`, latest version each; the names found are the allow-list.
+
+    `on_batch(name, size)` is told the size of every shared ONNX Runtime call (for metrics).
+    """
     store = Path(store)
     try_cuda = CUDA in ort.get_available_providers()
     models: dict[str, ServedModel] = {}
@@ -163,7 +169,7 @@ def load_models(store: Path) -> "ServedModels":
         if try_cuda and served.ready and served.provider != CUDA:
             log.info("CUDA is listed by onnxruntime but does not work here; serving on CPU")
             try_cuda = False  # found out once; the other models go straight to CPU
-    return ServedModels(store, models)
+    return ServedModels(store, models, on_batch)
 
 
 def _image(image: bytes | Image.Image) -> Image.Image:
@@ -188,6 +194,8 @@ class ServedModels:
 
     store: Path
     models: dict[str, ServedModel]
+    on_batch: Callable[[str, int], None] | None = None
+    _batchers: dict[str, Batcher] = field(default_factory=dict, repr=False)
 
     @property
     def ready(self) -> bool:
@@ -231,6 +239,16 @@ class ServedModels:
         """Classify one image (encoded bytes or a PIL image) with model `name`."""
         pixels = self.prepare(name, image)
         return self.answer(name, self.probabilities(name, pixels[None])[0], top_k)
+
+    async def classify_shared(self, name: str, image: bytes | Image.Image,
+                              top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+        """classify() for an event loop: the image is prepared in a worker thread, and the ONNX Runtime
+        call is shared with the concurrent requests for the same model (serving.batching)."""
+        pixels = await asyncio.to_thread(self.prepare, name, image)
+        if name not in self._batchers:
+            observe = None if self.on_batch is None else (lambda size: self.on_batch(name, size))
+            self._batchers[name] = Batcher(lambda batch: self.probabilities(name, batch), MAX_SHARED_BATCH, observe)
+        return self.answer(name, await self._batchers[name](pixels), top_k)
 
     def classify_array(self, name: str, array: np.ndarray | bytes, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify (N, C, H, W) images already in training form: uint8 0-255 or float32 in [0, 1].

@@ -12,17 +12,15 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import bentoml
-import numpy as np
+import prometheus_client
 from bentoml.validators import ContentType
 from fastapi import FastAPI
 from PIL import Image
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from serving.errors import ServingError
@@ -34,22 +32,17 @@ log = logging.getLogger("bentoml.serving")  # under "bentoml", so `bentoml serve
 
 STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # the store is read when the service starts
 MAX_BODY_BYTES = 20 * 1024 * 1024  # a phone photo, or 1024 CIFAR-sized float32 images in one .npy
-BATCH_SIZE = 64                    # most concurrent /classify images run in one ONNX Runtime call
-BATCH_WAIT_MS = 5000               # bound on a request's wait for its batch; beyond it BentoML answers 503
 
 ModelName = Annotated[str, Field(description="a model name listed by GET /models", examples=["fashion"])]
 TopK = Annotated[int, Field(ge=1, le=1000, description="how many labels to return, best first")]
 ImageFile = Annotated[Path, Field(description="PNG, JPEG, GIF, BMP or WebP; any size, greyscale or colour")]
 
+# Images per ONNX Runtime call on /classify, by model: shows the adaptive batching at work in /metrics.
+BATCH_SIZES = prometheus_client.Histogram("classify_onnx_batch_size", "images per shared ONNX Runtime call",
+                                          ["model"], buckets=(1, 2, 4, 8, 16, 32, 64))
+
 # Extra routes BentoML's @bentoml.api cannot declare (it makes POST routes only).
 http = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-
-
-class PreparedImage(BaseModel):
-    """One image already prepared for `model`: (C, H, W) floats in [0, 1]."""
-
-    model: str
-    pixels: list[list[list[float]]]
 
 
 def error_response(err: ServingError) -> JSONResponse:
@@ -63,7 +56,7 @@ class ModelService:
 
     def __init__(self) -> None:
         store = Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
-        self.models = load_models(store)
+        self.models = load_models(store, on_batch=lambda name, size: BATCH_SIZES.labels(model=name).observe(size))
         for served in self.models.models.values():
             if served.ready:
                 log.info("serving %s %s on %s", served.name, served.version, served.provider)
@@ -83,38 +76,11 @@ class ModelService:
 
     @bentoml.api(route="/classify")
     async def classify(self, image: ImageFile, model: ModelName, top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
-        """Classify one image; concurrent requests share ONNX Runtime calls (see classify_prepared)."""
+        """Classify one image; concurrent requests for a model share ONNX Runtime calls (adaptive batching)."""
         try:
-            pixels = await anyio.to_thread.run_sync(self.models.prepare, model, image.read_bytes())
-            [result] = await self.to_async.classify_prepared([PreparedImage(model=model, pixels=pixels.tolist())])
-            if "error" in result:
-                return JSONResponse({"error": result["error"]}, status_code=result["status"])
-            return self.models.answer(model, np.asarray(result["probabilities"]), top_k)
+            return await self.models.classify_shared(model, image.read_bytes(), top_k)
         except ServingError as err:
             return error_response(err)
-
-    @bentoml.api(route="/classify_prepared", batchable=True, max_batch_size=BATCH_SIZE, max_latency_ms=BATCH_WAIT_MS)
-    def classify_prepared(self, images: list[PreparedImage]) -> list[dict[str, Any]]:
-        """Adaptive batching: BentoML hands over the images of concurrent /classify requests together.
-
-        One ONNX Runtime call per model; each image gets {"probabilities": [...]} or, when its model or
-        shape is wrong, {"error", "status"} without failing the other requests' images.
-        """
-        results: list[dict[str, Any]] = [{} for _ in images]
-        by_model: dict[str, list[int]] = defaultdict(list)
-        for i, item in enumerate(images):
-            by_model[item.model].append(i)
-        for name, indices in by_model.items():
-            try:
-                pixels = np.asarray([images[i].pixels for i in indices], dtype=np.float32)
-                answers = [{"probabilities": p.tolist()} for p in self.models.probabilities(name, pixels)]
-            except ServingError as err:
-                answers = [{"error": str(err), "status": err.status}] * len(indices)
-            except ValueError:  # ragged nested lists
-                answers = [{"error": "pixels must be a (C, H, W) array", "status": 400}] * len(indices)
-            for i, answer in zip(indices, answers):
-                results[i] = answer
-        return results
 
     @bentoml.api(route="/classify_batch")
     def classify_batch(self, images: Annotated[Path, ContentType("application/octet-stream")], model: ModelName,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 import torch
 from torch import nn
@@ -13,7 +14,8 @@ from synthetic import write_fashion_mnist
 from training import data as data_module
 from training.registry import get_config
 from training.run import RunOptions, run_experiment
-from training.store import publish_model
+from serving.runtime import CUDA, create_session
+from training.store import MODEL_FILE, latest, publish_model
 
 TINY = {"epochs": 1, "train_limit": 128, "test_limit": 64}
 SERVED_EXPERIMENTS = ("fashion_cnn", "fashion_autoencoder")  # published as fashion, fashion_reconstruction
@@ -80,3 +82,9 @@ def build_store(root: Path, with_heart: bool = True) -> Path:
         publish_heart(store, root / "heart")
     done.write_text(json.dumps({"experiments": SERVED_EXPERIMENTS, "heart": with_heart}))
     return store
+
+
+def expected_provider(store: Path) -> str:
+    """The provider the service picks on this machine: CUDA where it really works, else CPU."""
+    model = (latest(store, "fashion") / MODEL_FILE).read_bytes()
+    return create_session(model, CUDA in ort.get_available_providers()).get_providers()[0]

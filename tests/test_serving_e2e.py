@@ -1,0 +1,164 @@
+"""The service as users run it: `bentoml serve` in a subprocess called with bentoml.SyncHTTPClient, and `bentoml build`."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import bentoml
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.service import STORE_ENV
+from serving_store import HEART_ROW, build_store, expected_provider
+from training.store import MODEL_FILE, latest
+
+REPO = Path(__file__).resolve().parents[1]
+BENTOML = str(Path(sys.executable).parent / "bentoml")  # the CLI of this environment
+START_TIMEOUT_S = 90
+QUIET = {"BENTOML_DO_NOT_TRACK": "True"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_store(tmp_path_factory.getbasetemp() / "serving")  # shared with test_serving.py
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`bentoml serve ...` in its own process group, stopped with everything it started."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], log: Path):
+        self.port, self.log = free_port(), log
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen([BENTOML, "serve", *args, "--host", "127.0.0.1", "--port", str(self.port)],
+                                            cwd=cwd, env={**os.environ, **QUIET, **env}, stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"not ready after {START_TIMEOUT_S} s:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(["serving.service:ModelService"], REPO, {STORE_ENV: str(store)},
+                     tmp_path_factory.mktemp("serve") / "serve.log")
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def test_bentoml_serve_answers_every_endpoint(server: Server, tmp_path: Path) -> None:
+    image = tmp_path / "drawing.png"
+    Image.new("L", (280, 280), 255).save(image)
+    batch = tmp_path / "batch.npy"
+    np.save(batch, np.zeros((5, 1, 28, 28), np.uint8))
+
+    with bentoml.SyncHTTPClient(server.url, server_ready_timeout=START_TIMEOUT_S) as client:
+        assert client.is_ready()
+        answer = client.classify(image=image, model="fashion", top_k=2)
+        assert answer["model"] == "fashion" and len(answer["top"]) == 2
+        assert client.classify_batch(images=batch, model="fashion")["count"] == 5
+        assert client.reconstruct(image=image).size == (28, 28)
+        assert client.heart(HEART_ROW)["label"] in ("Normal", "HeartDisease")
+        with pytest.raises(bentoml.exceptions.NotFound, match="unknown model"):
+            client.classify(image=image, model="digits")
+
+    models = httpx.get(server.url + "/models").json()
+    assert models["ready"] and sorted(models["models"]) == ["fashion", "fashion_reconstruction", "heart"]
+    assert httpx.get(server.url + "/livez").status_code == 200
+
+
+def test_bentoml_serve_batches_concurrent_requests_and_survives_bad_input(server: Server, store: Path) -> None:
+    png = io.BytesIO()
+    Image.new("L", (28, 28)).save(png, format="PNG")
+
+    def classify(_: int) -> int:
+        return httpx.post(server.url + "/classify", files={"image": ("x.png", png.getvalue())},
+                          data={"model": "fashion"}, timeout=60).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert list(pool.map(classify, range(32))) == [200] * 32
+    bad = httpx.post(server.url + "/heart", content=b"\x80\x04K\x01.",
+                     headers={"content-type": "application/vnd.bentoml+pickle"})
+    assert bad.status_code == 415 and "pickle" in bad.json()["error"]
+    assert httpx.post(server.url + "/classify", files={"image": ("x.png", b"junk")},
+                      data={"model": "fashion"}).status_code == 400
+
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in httpx.get(server.url + "/metrics").text
+               .splitlines() if line.startswith("classify_onnx_batch_size")}
+    calls = metrics['classify_onnx_batch_size_count{model="fashion"}']
+    assert metrics['classify_onnx_batch_size_sum{model="fashion"}'] >= 32  # every image went through a batch
+    assert calls < 32, "concurrent requests should share ONNX Runtime calls"
+    assert httpx.get(server.url + "/readyz").status_code == 200
+    log = server.log.read_text()
+    assert f"serving fashion v1 on {expected_provider(store)}" in log
+    assert "Traceback" not in log and "Failed to create CUDAExecutionProvider" not in log
+
+
+def test_bentoml_build_packs_a_bento_that_serves_the_store_offline(store: Path, tmp_path: Path) -> None:
+    """Build from a copy of the project with the tiny store, with no network, then serve the Bento."""
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "serving", project / "serving", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "training", project / "training", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(store, project / "models_store")
+    shutil.copy(REPO / "bentofile.yaml", project)
+    home = tmp_path / "bentoml-home"
+    no_network = {"BENTOML_HOME": str(home), "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+                  "PIP_NO_INDEX": "1", "UV_OFFLINE": "1"}
+    built = subprocess.run([BENTOML, "build", "--output", "tag"], cwd=project, capture_output=True, text=True,
+                           env={**os.environ, **QUIET, **no_network}, timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    name, version = tag.split(":")
+    src = home / "bentos" / name / version / "src"
+    packed = latest(src / "models_store", "fashion") / MODEL_FILE
+    assert packed.read_bytes() == (latest(store, "fashion") / MODEL_FILE).read_bytes()
+    assert not (src / "training" / "run.py").exists()  # only the torch-free modules travel
+    requirements = (home / "bentos" / name / version / "env" / "python" / "requirements.txt").read_text()
+    assert "onnxruntime" in requirements and "torch" not in requirements
+
+    bento = Server([tag], project, {"BENTOML_HOME": str(home)}, tmp_path / "bento.log")
+    try:
+        bento.wait_ready()
+        assert sorted(httpx.get(bento.url + "/models").json()["models"]) == [
+            "fashion", "fashion_reconstruction", "heart"]
+    finally:
+        bento.stop()
