@@ -94,6 +94,13 @@ class ServedModel:
         return self.manifest.get("task")
 
     @property
+    def endpoint(self) -> str:
+        """Where this model is served: /heart for the table model, /reconstruct, or /classify."""
+        if "tabular" in self.manifest.get("preprocessing", {}):
+            return "/heart"
+        return "/reconstruct" if self.task == "reconstruct" else "/classify"
+
+    @property
     def labels(self) -> list[str]:
         return list(self.manifest.get("labels", []))
 
@@ -205,33 +212,32 @@ class ServedModels:
     def describe(self) -> dict[str, Any]:
         return {"ready": self.ready, "models": {name: m.describe() for name, m in self.models.items()}}
 
-    def get(self, name: str, task: str, tabular: bool = False) -> ServedModel:
-        """The loaded model `name` for `task`; 404 for a name not in the store, 503 if it failed to load."""
+    def get(self, name: str, endpoint: str) -> ServedModel:
+        """The loaded model `name` served at `endpoint`; 404 for a name not in the store, 503 if it failed to load."""
         served = self.models.get(name)
         if served is None:
             known = ", ".join(sorted(self.models)) or "none (the store is empty)"
             raise UnknownModel(f"unknown model {name!r}; models served: {known}")
         if not served.ready:
             raise NotReady(f"model {name!r} ({served.version}) is not available: {served.error}")
-        if served.task != task or ("tabular" in served.manifest.get("preprocessing", {})) != tabular:
-            endpoint = "/heart" if name == HEART_MODEL else "/reconstruct" if served.task == "reconstruct" else "/classify"
-            raise BadInput(f"model {name!r} is a {served.task} model: use POST {endpoint}")
+        if served.endpoint != endpoint:
+            raise BadInput(f"model {name!r} is a {served.task} model: use POST {served.endpoint}")
         return served
 
     # -- images
 
     def prepare(self, name: str, image: bytes | Image.Image) -> np.ndarray:
         """(C, H, W) float32 in [0, 1]: `image` in the form model `name` was trained on."""
-        served = self.get(name, "classify")
+        served = self.get(name, "/classify")
         return prepare_image(_image(image), served.image_spec)
 
     def probabilities(self, name: str, pixels: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities for (N, C, H, W) float32 pixels in [0, 1]: one ONNX Runtime call."""
-        return self.get(name, "classify").run(np.ascontiguousarray(pixels, dtype=np.float32))
+        return self.get(name, "/classify").run(np.ascontiguousarray(pixels, dtype=np.float32))
 
     def answer(self, name: str, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
         """POST /classify's answer shape for one image's probabilities."""
-        served = self.get(name, "classify")
+        served = self.get(name, "/classify")
         return {"model": name, "version": served.version, **top_labels(served, probabilities, _top_k(top_k)),
                 "provider": served.provider}
 
@@ -256,7 +262,7 @@ class ServedModels:
         `array` may be the bytes of an .npy file. No preprocessing is applied: this is the path for
         test sets and throughput, so the pixels must already be what the model was trained on.
         """
-        served = self.get(name, "classify")
+        served = self.get(name, "/classify")
         pixels = _batch_pixels(read_npy(array) if isinstance(array, bytes) else np.asarray(array), served)
         probabilities = self.probabilities(name, pixels)
         k = _top_k(top_k)
@@ -265,7 +271,7 @@ class ServedModels:
 
     def reconstruct(self, name: str, image: bytes | Image.Image) -> Image.Image:
         """The autoencoder's output for `image`, as an 8-bit greyscale or RGB image."""
-        served = self.get(name, "reconstruct")
+        served = self.get(name, "/reconstruct")
         pixels = prepare_image(_image(image), served.image_spec)
         out = np.clip(served.run(pixels[None])[0], 0.0, 1.0)  # (C, H, W)
         as_uint8 = np.round(out * 255).astype(np.uint8)
@@ -278,7 +284,7 @@ class ServedModels:
         """Probability of heart disease for one row with the data set's columns (see HeartRow)."""
         if HEART_MODEL not in self.models:
             raise NotReady("no heart model is published yet: train and publish one, then restart the service")
-        served = self.get(HEART_MODEL, "classify", tabular=True)
+        served = self.get(HEART_MODEL, "/heart")
         if not isinstance(row, HeartRow):
             row = validate_heart_row(row)
         probability = float(served.run(encode_row(row, served.tabular)).reshape(-1)[0])

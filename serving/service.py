@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import bentoml
 import prometheus_client
-from bentoml.validators import ContentType
 from fastapi import FastAPI
 from PIL import Image
 from pydantic import Field, ValidationError
@@ -36,6 +35,7 @@ MAX_BODY_BYTES = 20 * 1024 * 1024  # a phone photo, or 1024 CIFAR-sized float32 
 ModelName = Annotated[str, Field(description="a model name listed by GET /models", examples=["fashion"])]
 TopK = Annotated[int, Field(ge=1, le=1000, description="how many labels to return, best first")]
 ImageFile = Annotated[Path, Field(description="PNG, JPEG, GIF, BMP or WebP; any size, greyscale or colour")]
+NpyFile = Annotated[Path, Field(description="numpy.save of an (N, C, H, W) uint8 or float32 array in [0, 1]")]
 
 # Images per ONNX Runtime call on /classify, by model: shows the adaptive batching at work in /metrics.
 BATCH_SIZES = prometheus_client.Histogram("classify_onnx_batch_size", "images per shared ONNX Runtime call",
@@ -83,8 +83,7 @@ class ModelService:
             return error_response(err)
 
     @bentoml.api(route="/classify_batch")
-    def classify_batch(self, images: Annotated[Path, ContentType("application/octet-stream")], model: ModelName,
-                       top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
+    def classify_batch(self, images: NpyFile, model: ModelName, top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify an .npy upload of (N, C, H, W) images already in training form (uint8 or float32 in [0, 1])."""
         try:
             return self.models.classify_array(model, images.read_bytes(), top_k)
@@ -95,7 +94,7 @@ class ModelService:
     def reconstruct(self, image: ImageFile, model: ModelName = "fashion_reconstruction") -> Image.Image:
         """The autoencoder's reconstruction of an image, as a PNG."""
         try:
-            served, output = self.models.get(model, "reconstruct"), self.models.reconstruct(model, image.read_bytes())
+            served, output = self.models.get(model, "/reconstruct"), self.models.reconstruct(model, image.read_bytes())
         except ServingError as err:
             return error_response(err)
         png = io.BytesIO()

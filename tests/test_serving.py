@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import struct
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,6 +21,7 @@ import torch
 from PIL import Image
 from starlette.testclient import TestClient
 
+from serving.batching import Batcher
 from serving.errors import BadInput, InvalidField
 from serving.npy import read_npy
 from serving.runtime import MAX_BATCH_IMAGES, ServedModels, load_models, validate_heart_row
@@ -509,6 +511,36 @@ def test_runtime_serves_in_process_without_bentoml(store: Path, capfd: pytest.Ca
         models.predict_heart({**HEART_ROW, "Sex": "male"})
     with pytest.raises(InvalidField, match="Age: Field required"):
         validate_heart_row({k: v for k, v in HEART_ROW.items() if k != "Age"})
+
+
+def test_batcher_runs_a_lone_call_at_once_and_groups_the_ones_that_queue() -> None:
+    calls: list[int] = []
+
+    def double(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        time.sleep(0.02)
+        return batch * 2
+
+    async def traffic() -> tuple[np.ndarray, list[np.ndarray]]:
+        batcher = Batcher(double, max_batch=4)
+        alone = await batcher(np.ones(2))
+        return alone, await asyncio.gather(*(batcher(np.full(2, i)) for i in range(10)))
+
+    alone, together = asyncio.run(traffic())
+    assert calls == [1, 4, 4, 2]
+    np.testing.assert_array_equal(alone, [2, 2])
+    np.testing.assert_array_equal(np.stack(together), 2 * np.repeat(np.arange(10), 2).reshape(10, 2))
+
+
+def test_batcher_hands_a_failure_to_every_caller_of_the_batch() -> None:
+    def broken(batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("graph failed")
+
+    async def traffic() -> list[Any]:
+        batcher = Batcher(broken, max_batch=8)
+        return await asyncio.gather(*(batcher(np.ones(1)) for _ in range(3)), return_exceptions=True)
+
+    assert [str(e) for e in asyncio.run(traffic())] == ["graph failed"] * 3
 
 
 def test_read_npy_checks_the_header_before_allocating() -> None:
