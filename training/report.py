@@ -17,7 +17,15 @@ from .registry import EXPERIMENTS
 def _ours(report: dict[str, Any]) -> str:
     m = report["metrics"]
     if "test_accuracy" in m:
-        return f"{100 * m['test_accuracy']:.2f}%"
+        ours = f"{100 * m['test_accuracy']:.2f}%"
+        if report.get("test_note"):
+            ours += f" on its {report['test_size']} training images"
+        cv = m.get("cross_validation")
+        if cv and "heldout_accuracy" in cv:
+            n = sum(r["size"] for r in cv["per_fold"])
+            ours += (f"; held out ({cv['folds']}-fold CV on the training split): "
+                     f"{100 * cv['heldout_accuracy']:.2f}% ({round(cv['heldout_accuracy'] * n)}/{n})")
+        return ours
     return f"MSE {m['test_mse']:.5f} (denoising {m['test_noisy_input_mse']:.4f} -> {m['test_denoise_mse']:.4f})"
 
 
@@ -52,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     text = ("# Results\n\nEvery finished run in `runs/`, collected by `python -m training.report`. Test "
             "figures are on the official test split of each data set (for the five-class FashionMNIST "
             "experiments: the 5,000 test images of those classes), measured once at the end of training; "
-            "nothing was selected on the test set.\n\n" + results_table(args.runs_dir) + "\n")
+            "nothing was selected on the test set. Wall times are as measured, training included, on machines that "
+            "were often running other jobs at the same time; clean throughput figures are in "
+            "[BENCHMARKS.md](BENCHMARKS.md).\n\n" + results_table(args.runs_dir) + "\n")
     atomic_write_text(args.out, text)
     print(text)
 
