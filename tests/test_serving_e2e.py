@@ -115,7 +115,8 @@ def test_bentoml_serve_batches_concurrent_requests_and_survives_bad_input(server
                           data={"model": "fashion"}, timeout=60).status_code
 
     with ThreadPoolExecutor(16) as pool:
-        assert list(pool.map(classify, range(32))) == [200] * 32
+        statuses = list(pool.map(classify, range(32)))
+    assert statuses == [200] * 32, f"{statuses}\n{server.log.read_text()[-4000:]}"
     bad = httpx.post(server.url + "/heart", content=b"\x80\x04K\x01.",
                      headers={"content-type": "application/vnd.bentoml+pickle"})
     assert bad.status_code == 415 and "pickle" in bad.json()["error"]
@@ -126,11 +127,11 @@ def test_bentoml_serve_batches_concurrent_requests_and_survives_bad_input(server
                .splitlines() if line.startswith("classify_onnx_batch_size")}
     calls = metrics['classify_onnx_batch_size_count{model="fashion"}']
     assert metrics['classify_onnx_batch_size_sum{model="fashion"}'] >= 32  # every image went through a batch
-    assert calls < 32, "concurrent requests should share ONNX Runtime calls"
+    assert calls < 32, f"concurrent requests should share ONNX Runtime calls: {metrics}"
     assert httpx.get(server.url + "/readyz").status_code == 200
     log = server.log.read_text()
     assert f"serving fashion v1 on {expected_provider(store)}" in log
-    assert "Traceback" not in log and "Failed to create CUDAExecutionProvider" not in log
+    assert "Traceback" not in log and "Failed to create CUDAExecutionProvider" not in log, log[-4000:]
 
 
 def test_bentoml_build_packs_a_bento_that_serves_the_store_offline(store: Path, tmp_path: Path) -> None:
