@@ -1,0 +1,29 @@
+"""The module-level Gradio app: `demo`, built from the store the service reads ($MODELS_STORE or ./models_store).
+
+    python -m demo                     # launch it alone on http://127.0.0.1:7860
+    from demo.app import demo          # import it (the service mounts it at /ui through demo.mount)
+
+Importing builds the page and loads the published models onto ONNX Runtime; an empty or missing store
+gives a page that says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from serving.runtime import load_models
+
+from .ui import LAUNCH_OPTIONS, build_demo
+
+STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # the service's variable and default
+
+
+def store_path() -> Path:
+    return Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
+
+
+demo = build_demo(load_models(store_path()))
+
+if __name__ == "__main__":
+    demo.launch(server_name="127.0.0.1", share=False, **LAUNCH_OPTIONS)

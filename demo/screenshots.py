@@ -1,0 +1,130 @@
+"""Screenshots of every tab for the README, taken in headless Chromium over the real store.
+
+    python -m demo.screenshots                # writes docs/demo-*.png (needs Debian's chromium, pip playwright)
+
+Playwright drives the system Chromium (/usr/bin/chromium); nothing is downloaded. The browser test
+(tests/test_demo_browser.py) starts Chromium the same way, through open_chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's chromium package
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 900}
+DOCS = Path("docs")
+WAIT_MS = 30_000  # for the page and for each answer, on a busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def open_chromium(profile: Path) -> Iterator["playwright.sync_api.BrowserContext"]:  # noqa: F821
+    """A headless Chromium context with a fresh profile in `profile`, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(str(profile), executable_path=str(CHROMIUM), headless=True,
+                                                       args=CHROMIUM_FLAGS, viewport=VIEWPORT)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def draw(page, canvas_selector: str, strokes: list[list[tuple[float, float]]]) -> None:
+    """Draw `strokes` (points as fractions of the canvas box) with the mouse on a Sketchpad."""
+    box = page.locator(f"{canvas_selector} canvas").first.bounding_box()
+    side = min(box["width"], box["height"])  # the drawing area is square, centred in the component
+    left, top = box["x"] + (box["width"] - side) / 2, box["y"] + (box["height"] - side) / 2
+    for stroke in strokes:
+        (x, y), rest = stroke[0], stroke[1:]
+        page.mouse.move(left + x * side, top + y * side)
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(left + x * side, top + y * side, steps=4)
+        page.mouse.up()
+
+
+TROUSERS = [[(0.45, 0.15), (0.55, 0.15)], [(0.45, 0.15), (0.38, 0.85)], [(0.55, 0.15), (0.62, 0.85)],
+            [(0.5, 0.2), (0.5, 0.45)]]
+
+
+def take(url: str, out: Path, profile: Path) -> list[Path]:
+    """One screenshot per tab, each showing an answer; returns the files written."""
+    written = []
+    with open_chromium(profile) as context:
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector("#classify-canvas canvas", timeout=WAIT_MS)
+        page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
+        draw(page, "#classify-canvas", TROUSERS)
+        page.wait_for_function("() => !document.querySelector('#classify-verdict').innerText.includes('Draw')",
+                               timeout=WAIT_MS)
+        time.sleep(1)  # the enlarged input arrives with the answer; let it paint
+        written.append(shot(page, out / "demo-classify.png"))
+
+        page.get_by_role("tab", name="Reconstruct").click()
+        page.locator("#reconstruct-examples button.gallery-item").nth(6).click()  # a sneaker
+        page.wait_for_function("() => document.querySelector('#reconstruct-error').innerText.includes('error')",
+                               timeout=WAIT_MS)
+        time.sleep(1)
+        written.append(shot(page, out / "demo-reconstruct.png"))
+
+        page.get_by_role("tab", name="Heart risk").click()
+        if page.locator("#heart-submit").count():
+            page.click("#heart-submit")
+            page.wait_for_function("() => document.querySelector('#heart-explanation').innerText.length > 0",
+                                   timeout=WAIT_MS)
+        time.sleep(1)
+        written.append(shot(page, out / "demo-heart.png"))
+
+        page.get_by_role("tab", name="About the models").click()
+        time.sleep(1)
+        written.append(shot(page, out / "demo-about.png"))
+    return written
+
+
+def shot(page, path: Path) -> Path:
+    """A PNG of the page as a visitor sees it (the window, not the whole scroll height), kept small."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+    img = Image.open(path).convert("RGB")
+    img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.Resampling.LANCZOS).quantize(
+        colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DOCS)
+    args = parser.parse_args(argv)
+    from .app import demo
+    from .ui import LAUNCH_OPTIONS
+
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
+    try:
+        with tempfile.TemporaryDirectory(prefix="demo-chromium-") as profile:
+            for path in take(f"http://127.0.0.1:{port}/", args.out, Path(profile)):
+                print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    main()

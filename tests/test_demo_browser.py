@@ -1,0 +1,125 @@
+"""The demo in a real browser: headless Chromium (Debian's package) driven by Playwright, nothing downloaded.
+
+Skipped only where /usr/bin/chromium or the playwright package is missing (CI installs both).
+The screenshots are kept as test artefacts in pytest's temporary folder; their paths are printed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import bentoml
+import pytest
+
+from demo import views
+from demo.mount import ui_app
+from demo.screenshots import CHROMIUM, WAIT_MS, draw, free_port, open_chromium
+from demo.ui import LAUNCH_OPTIONS, build_demo
+from demo_store import build_demo_store
+from serving.runtime import ServedModels, load_models
+
+if not CHROMIUM.exists():
+    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium chromium-driver", allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra); it drives Debian's Chromium")
+
+SEVEN = [[(0.3, 0.25), (0.7, 0.25), (0.45, 0.8)]]  # a top bar, then the long diagonal stroke
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> ServedModels:
+    return load_models(build_demo_store(tmp_path_factory.getbasetemp()))
+
+
+@pytest.fixture(scope="module")
+def url(models: ServedModels) -> Iterator[str]:
+    demo = build_demo(models)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                **LAUNCH_OPTIONS)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+def verdict_is_not(page, text: str) -> None:
+    page.wait_for_function(f"() => !document.querySelector('#classify-verdict').innerText.includes({text!r})",
+                           timeout=WAIT_MS)
+
+
+def test_drawing_a_digit_shows_its_prediction(url: str, models: ServedModels, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[views.Classification] = []
+    classify = views.classify
+
+    def recorded(*args, **kwargs) -> views.Classification:
+        answers.append(classify(*args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(views, "classify", recorded)
+    with open_chromium(tmp_path / "profile") as browser:
+        page = browser.new_page()
+        page.goto(url)
+        # Ready to draw: the brush is selected without the visitor picking it.
+        page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
+        assert "digits" in page.locator("#classify-model input").input_value()
+        assert "Draw something" in page.inner_text("#classify-verdict")
+
+        draw(page, "#classify-canvas", SEVEN)
+        verdict_is_not(page, "Draw something")
+        page.wait_for_timeout(500)  # the label and the enlarged input arrive with the verdict
+        shown = answers[-1]
+        assert shown.confidences, shown.verdict
+        best = max(shown.confidences, key=shown.confidences.get)
+        assert best in page.inner_text("#classify-verdict")
+        label_text = page.inner_text("#classify-label")
+        assert all(name in label_text for name in list(shown.confidences)[:5])
+        assert page.locator("#classify-seen img").count() == 1  # what the model sees
+        page.screenshot(path=str(tmp_path / "demo-browser-drawing.png"))
+        print(f"screenshot: {tmp_path / 'demo-browser-drawing.png'}")
+
+        page.click("#classify-clear")  # drawing nothing says so instead of predicting
+        page.wait_for_function("() => document.querySelector('#classify-verdict').innerText.includes('Draw something')",
+                               timeout=WAIT_MS)
+        page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
+        page.screenshot(path=str(tmp_path / "demo-browser-cleared.png"))
+
+
+@pytest.fixture(scope="module")
+def bento_url(models: ServedModels) -> Iterator[str]:
+    """A BentoML service with the demo at /ui (as serving/service.py mounts it), on uvicorn."""
+    import uvicorn
+
+    @bentoml.service(name="demo-browser-test")
+    @bentoml.asgi_app(ui_app(build_demo(models)), path="/ui")
+    class WithDemo:
+        @bentoml.api
+        def ping(self) -> str:
+            return "pong"
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(WithDemo.to_asgi(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}/ui/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_the_page_mounted_in_bentoml_renders_and_answers(bento_url: str, tmp_path: Path) -> None:
+    with open_chromium(tmp_path / "profile") as browser:
+        page = browser.new_page()
+        page.goto(bento_url)
+        page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
+        draw(page, "#classify-canvas", SEVEN)
+        verdict_is_not(page, "Draw something")
+        page.screenshot(path=str(tmp_path / "demo-browser-bentoml.png"))
+        print(f"screenshot: {tmp_path / 'demo-browser-bentoml.png'}")
+        assert "Cannot" not in page.inner_text("#classify-verdict")
