@@ -56,3 +56,35 @@ def test_no_augmentation_returns_the_batch() -> None:
     x = _batch(4)
     clean, noisy = augment_batch(x, REPORT_A.replace(flip=False, uniform_noise=0.0), torch.Generator())
     assert clean is x and noisy is x
+
+
+CIFAR_AUG = get_config("cifar_cnn2_aug")
+
+
+def _photos(n: int = 64) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.6 + 0.2
+
+
+def test_colour_jitter_stays_in_range_and_varies_per_image() -> None:
+    x = _photos()
+    clean, noisy = augment_batch(x, CIFAR_AUG.replace(flip=False), torch.Generator().manual_seed(0))
+    assert clean is noisy and clean.shape == x.shape  # no noise: one view
+    assert 0 <= clean.min() and clean.max() <= 1
+    ratios = (clean.mean((1, 2, 3)) / x.mean((1, 2, 3)))
+    assert ratios.std() > 0.02  # each image its own brightness
+
+
+def test_each_jitter_does_its_own_thing() -> None:
+    from training.augment import colour_jitter
+
+    x, gen = _photos(8), torch.Generator().manual_seed(0)
+    none = CIFAR_AUG.replace(brightness=0.0, contrast=0.0, saturation=0.0, sharpness=0.0)
+    grey = x.mean(1, keepdim=True).expand_as(x).clone()
+    desaturated = colour_jitter(grey, none.replace(saturation=0.9), gen)
+    assert torch.allclose(desaturated, grey, atol=1e-5)  # a grey image has no saturation to change
+    flat = torch.full((8, 3, 32, 32), 0.5)
+    assert torch.allclose(colour_jitter(flat, none.replace(contrast=0.9, sharpness=0.9), gen), flat, atol=1e-6)
+    sharpened = colour_jitter(x, none.replace(sharpness=0.9), gen)
+    assert torch.allclose(sharpened[..., 0, :], x[..., 0, :], atol=1e-6)  # borders kept, as torchvision
+    assert not torch.equal(sharpened, x)
+    assert torch.equal(colour_jitter(x, none, gen), x)

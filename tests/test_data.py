@@ -5,10 +5,11 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from synthetic import write_fashion_mnist
+from synthetic import write_fashion_mnist, write_photo_folder
 from training import data as data_module
 from training.data import DataNotFound, TensorData, load_data, select_classes
 from training.registry import FASHION_CLASSES, get_config
@@ -65,3 +66,50 @@ def test_missing_data_lists_all_three_options(tmp_path: Path) -> None:
     message = str(err.value)
     assert "--data-root" in message and "apt-get install dataset-fashion-mnist" in message
     assert "download" in message and "tests never download" in message
+
+
+def test_mnist_loads_with_digit_names_and_missing_mnist_lists_the_options(data_root: Path, tmp_path: Path) -> None:
+    bundle = load_data(get_config("mnist_cnn"), data_root)
+    assert bundle.class_names == tuple("0123456789") and bundle.input_shape == (1, 28, 28)
+    with pytest.raises(DataNotFound) as err:
+        load_data(get_config("mnist_cnn"), tmp_path)
+    message = str(err.value)
+    assert message.startswith("MNIST not found") and "MNIST/raw" in message and "tests never download" in message
+
+
+def test_users_own_image_folders_are_loaded_generically(tmp_path: Path) -> None:
+    """Any class names and picture sizes: prepared to the model's 32x32 RGB by the shared preprocessing."""
+    write_photo_folder(tmp_path / "mine" / "train", ("cats", "dogs", "owls"), per_class=3, size=(48, 40))
+    write_photo_folder(tmp_path / "mine" / "test", ("cats", "dogs", "owls"), per_class=2, size=(20, 20))
+    bundle = load_data(get_config("cifar_cnn2"), tmp_path / "mine")
+    assert bundle.class_names == ("cats", "dogs", "owls") and bundle.input_shape == (3, 32, 32)
+    assert (len(bundle.train), len(bundle.test)) == (9, 6) and bundle.train.images.dtype == torch.uint8
+    assert bundle.train.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    write_photo_folder(tmp_path / "mine" / "test", ("zebras",), per_class=1)
+    with pytest.raises(DataNotFound, match="differ from the training split"):
+        load_data(get_config("cifar_cnn2"), tmp_path / "mine")
+
+
+def test_cifar_images_keep_their_pixels(data_root: Path) -> None:
+    from PIL import Image
+
+    bundle = load_data(get_config("cifar_cnn1"), data_root)
+    png = np.array(Image.open(data_root / "cifar10" / "train" / "airplane" / "000.png"))
+    assert torch.equal(bundle.train.images[0], torch.from_numpy(png).permute(2, 0, 1))
+
+
+def test_missing_cifar_lists_the_options(tmp_path: Path) -> None:
+    with pytest.raises(DataNotFound) as err:
+        load_data(get_config("cifar_cnn2"), tmp_path)
+    message = str(err.value)
+    assert message.startswith("CIFAR-10 not found") and "ImageFolder" in message
+    assert "cifar-10-batches-py" in message and "tests never download" in message
+
+
+def test_validation_split_is_fixed_and_disjoint(fashion_root: Path) -> None:
+    cfg = get_config("fashion_grid")
+    a, b = load_data(cfg, fashion_root), load_data(cfg.replace(seed=5), fashion_root)
+    assert len(a.val) == round(len(a.train) / 5) and len(a.train) + len(a.val) == 400
+    assert torch.equal(a.val.images, b.val.images)  # --seed does not move it
+    flat = lambda d: {bytes(x) for x in d.images.flatten(1).numpy()}  # noqa: E731
+    assert not flat(a.train) & flat(a.val)

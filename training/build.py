@@ -2,27 +2,59 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from .checkpoint import CheckpointError, load_checkpoint
+from .files import sha256_file
 from .models import ImageModel, build_model
-from .registry import ExperimentConfig, config_from_dict
+from .registry import BINARY_LOSSES, ExperimentConfig, config_from_dict
+from .tabular import missing_inputs
+
+MIN_ONECYCLE_STEPS = 8
 
 
-def model_for(cfg: ExperimentConfig, input_shape: tuple[int, int, int], num_classes: int) -> ImageModel:
-    return build_model(cfg.model, input_shape, num_classes, dict(cfg.model_kwargs),
-                       normalize=cfg.normalize, init=cfg.init)
+def output_count(cfg: ExperimentConfig, num_classes: int) -> int:
+    """One logit for the binary losses (a probability of the second class), else one per class."""
+    return 1 if cfg.loss in BINARY_LOSSES else num_classes
+
+
+def model_for(cfg: ExperimentConfig, input_shape: tuple[int, ...], num_classes: int,
+              tabular: Mapping[str, Any] | None = None, pretrained: bool = True) -> ImageModel:
+    """The experiment's model. `tabular`: the data's fitted table encoding, whose "not measured" codes the
+    model handles in its graph; `pretrained=False` skips fetching pretrained weights (a checkpoint follows)."""
+    kwargs = dict(cfg.model_kwargs)
+    if tabular is not None and (found := missing_inputs(tabular)):
+        kwargs["missing_inputs"] = found
+    return build_model(cfg.model, input_shape, output_count(cfg, num_classes), kwargs,
+                       normalize=cfg.normalize, init=cfg.init, pretrained=cfg.pretrained if pretrained else None)
 
 
 def model_from_checkpoint(state: dict[str, Any]) -> tuple[ImageModel, ExperimentConfig]:
     """Rebuild the trained model from a checkpoint alone, in eval mode."""
     cfg = config_from_dict(state["config"])
     spec = state["model_spec"]
-    model = model_for(cfg, tuple(spec["input_shape"]), len(spec["class_names"]))
+    model = model_for(cfg, tuple(spec["input_shape"]), len(spec["class_names"]), spec.get("tabular"),
+                      pretrained=False)
     model.load_state_dict(state["model"])
     return model.eval(), cfg
+
+
+def init_from_checkpoint(model: nn.Module, checkpoint: Path) -> str:
+    """Copy every weight whose name and shape match from another run's checkpoint; say what was copied."""
+    try:
+        source = load_checkpoint(checkpoint)["model"]
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}: this experiment starts from that run, so train it first") from err
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise CheckpointError(f"{checkpoint} shares no weights with this model")
+    model.load_state_dict(matched, strict=False)
+    return f"{len(matched)} tensors from {checkpoint} (sha256 {sha256_file(checkpoint)[:12]})"
 
 
 def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> None:
@@ -30,6 +62,16 @@ def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> None:
     for name, param in model.named_parameters():
         if any(name.startswith(p) for p in prefixes):
             param.requires_grad_(False)
+
+
+def seed_everything(cfg: ExperimentConfig, device: torch.device) -> torch.Generator:
+    """Seed everything; return the generator that drives data order and augmentation."""
+    torch.manual_seed(cfg.seed)
+    # Bitwise-repeatable on CPU (resume equals an uninterrupted run); on GPU cuDNN may pick the
+    # fastest kernels, which trades that guarantee for speed.
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    return torch.Generator(device=device).manual_seed(cfg.seed)
 
 
 def optimizer_for(cfg: ExperimentConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -51,6 +93,7 @@ def scheduler_for(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer,
     if cfg.schedule == "constant":
         return None
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.25)
+        # OneCycleLR needs a few steps to shape a cycle; a smoke run of fewer simply stops early in it.
+        total = max(cfg.epochs * steps_per_epoch, MIN_ONECYCLE_STEPS)
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
     raise ValueError(f"unknown schedule {cfg.schedule!r}; known: constant, onecycle")

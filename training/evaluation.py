@@ -12,13 +12,14 @@ from torch import nn
 from .augment import augment_batch
 from .data import DataBundle
 from .files import atomic_write_json, atomic_write_text
-from .loop import as_pixels, predict
-from .metrics import classification_metrics
+from .loop import as_pixels, class_probabilities, predict
+from .metrics import classification_metrics, roc_auc
 from .models import parameter_table
-from .plots import plot_confusion, plot_curves, plot_image_grid, plot_reconstructions
+from .plots import plot_confusion, plot_curves, plot_image_grid, plot_loss_vs_examples, plot_reconstructions
 from .registry import ExperimentConfig
 
-GRID_SIZE = 20         # first predictions and first mistakes shown
+GRID_SIZE = 20         # first predictions, first mistakes and random training images shown
+SAMPLE_SEED = 0        # which training images are shown, fixed so runs compare
 CONFIDENT_WRONG = 10   # most confidently wrong images shown
 RECONSTRUCTIONS = 10   # columns of the reconstruction grid
 DENOISE_SEED = 1234    # fixed noise for the test-set denoising figure, so runs compare
@@ -28,14 +29,42 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def _classification(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig
-                    ) -> tuple[dict[str, Any], list[str]]:
+def _classification(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig,
+                    figures: bool) -> tuple[dict[str, Any], list[str]]:
     test, names = data.test, data.class_names
-    probs = torch.softmax(predict(model, test.images, cfg.eval_batch_size).float(), 1).cpu().numpy()
+    probs = class_probabilities(cfg, predict(model, test.inputs, cfg.eval_batch_size)).cpu().numpy()
     y_true, y_pred = test.labels.cpu().numpy(), probs.argmax(1)
-    images = as_pixels(test.images.cpu()).numpy()
     metrics = classification_metrics(y_true, y_pred, names)
-    plot_confusion(np.array(metrics["confusion_matrix"]), names, run_dir / "confusion_matrix.png")
+    found: dict[str, Any] = {"test_accuracy": metrics["accuracy"], "classification": metrics}
+    if len(names) == 2:
+        found["test_roc_auc"] = roc_auc(y_true, probs[:, 1])
+    kind = "images" if test.inputs.ndim == 4 else "rows"
+    lines = [f"Test accuracy: **{_pct(metrics['accuracy'])}** on {len(y_true):,} test {kind} "
+             f"({int((y_pred != y_true).sum())} wrong)."
+             + (f" ROC AUC {found['test_roc_auc']:.4f}." if "test_roc_auc" in found else "")]
+    if data.test_note:
+        lines.append(f"Note: {data.test_note}.")
+    lines += ["", "| class | support | accuracy | precision | recall | F1 |", "|---|---:|---:|---:|---:|---:|"]
+    for row in metrics["per_class"]:
+        lines.append(f"| {row['class']} | {row['support']} | {_pct(row['accuracy'])} | {row['precision']:.4f} "
+                     f"| {row['recall']:.4f} | {row['f1']:.4f} |")
+    for avg in ("macro_avg", "weighted_avg"):
+        a = metrics[avg]
+        lines.append(f"| *{avg.replace('_', ' ')}* | {len(y_true)} | | {a['precision']:.4f} "
+                     f"| {a['recall']:.4f} | {a['f1']:.4f} |")
+    if figures:
+        plot_confusion(np.array(metrics["confusion_matrix"]), names, run_dir / "confusion_matrix.png")
+        lines += ["", "![confusion matrix](confusion_matrix.png)"]
+        if kind == "images":
+            lines += _image_figures(run_dir, data, probs, y_true, y_pred)
+    return found, lines
+
+
+def _image_figures(run_dir: Path, data: DataBundle, probs: np.ndarray, y_true: np.ndarray,
+                   y_pred: np.ndarray) -> list[str]:
+    """Report D's inspection grids: random training images, first predictions, first and worst mistakes."""
+    names = data.class_names
+    images = as_pixels(data.test.images.cpu()).numpy()
 
     def caption(i: int) -> str:
         return f"{names[y_pred[i]]}\n(true {names[y_true[i]]})" if y_pred[i] != y_true[i] else names[y_pred[i]]
@@ -52,27 +81,22 @@ def _classification(run_dir: Path, model: nn.Module, data: DataBundle, cfg: Expe
     grid(wrong[:GRID_SIZE], "first_mistakes.png", "first test mistakes (prediction, true label)")
     grid(confident, "confident_mistakes.png", "most confidently wrong")
 
-    lines = [f"Test accuracy: **{_pct(metrics['accuracy'])}** on {len(y_true):,} test images "
-             f"({len(wrong)} wrong).", "",
-             "| class | support | accuracy | precision | recall | F1 |", "|---|---:|---:|---:|---:|---:|"]
-    for row in metrics["per_class"]:
-        lines.append(f"| {row['class']} | {row['support']} | {_pct(row['accuracy'])} | {row['precision']:.4f} "
-                     f"| {row['recall']:.4f} | {row['f1']:.4f} |")
-    for avg in ("macro_avg", "weighted_avg"):
-        a = metrics[avg]
-        lines.append(f"| *{avg.replace('_', ' ')}* | {len(y_true)} | | {a['precision']:.4f} "
-                     f"| {a['recall']:.4f} | {a['f1']:.4f} |")
-    lines += ["", "![confusion matrix](confusion_matrix.png)", "![first predictions](first_predictions.png)"]
-    lines += [f"![{f[:-4].replace('_', ' ')}]({f})" for f in ("first_mistakes.png", "confident_mistakes.png")
-              if (run_dir / f).exists()]
-    return {"test_accuracy": metrics["accuracy"], "classification": metrics}, lines
+    train = data.train
+    shown = torch.randperm(len(train), generator=torch.Generator().manual_seed(SAMPLE_SEED))[:GRID_SIZE]
+    plot_image_grid(as_pixels(train.images[shown.to(train.images.device)].cpu()).numpy(),
+                    [names[i] for i in train.labels[shown.to(train.labels.device)].tolist()],
+                    ["black"] * len(shown), run_dir / "training_samples.png",
+                    heading="random training images with their labels")
+    figures = ("training_samples.png", "first_predictions.png", "first_mistakes.png", "confident_mistakes.png")
+    return [f"![{f[:-4].replace('_', ' ')}]({f})" for f in figures if (run_dir / f).exists()]
 
 
-def _reconstruction(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig
-                    ) -> tuple[dict[str, Any], list[str]]:
+def _reconstruction(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig,
+                    figures: bool) -> tuple[dict[str, Any], list[str]]:
     clean = as_pixels(data.test.images)
     gen = torch.Generator(device=clean.device).manual_seed(DENOISE_SEED)
-    always_noisy = cfg.replace(noise_probability=1.0, flip=False, rotation_degrees=0.0)
+    always_noisy = cfg.replace(noise_probability=1.0, flip=False, rotation_degrees=0.0, brightness=0.0,
+                               contrast=0.0, saturation=0.0, sharpness=0.0)
     _, noisy = augment_batch(clean, always_noisy, gen)
     with torch.inference_mode():
         model.eval()
@@ -86,21 +110,48 @@ def _reconstruction(run_dir: Path, model: nn.Module, data: DataBundle, cfg: Expe
         "test_noisy_input_mse": torch.mean((noisy - clean) ** 2).item(),
     }
     k = min(RECONSTRUCTIONS, len(clean))
-    plot_reconstructions([("noisy input", noisy[:k].cpu().numpy()), ("reconstruction", out_noisy[:k].cpu().numpy()),
-                          ("clean target", clean[:k].cpu().numpy())], run_dir / "reconstructions.png")
+    if figures:
+        plot_reconstructions([("noisy input", noisy[:k].cpu().numpy()),
+                              ("reconstruction", out_noisy[:k].cpu().numpy()),
+                              ("clean target", clean[:k].cpu().numpy())], run_dir / "reconstructions.png")
     lines = [f"Test MSE (clean input): **{metrics['test_mse']:.5f}**; denoising: noisy input MSE "
              f"{metrics['test_noisy_input_mse']:.5f} -> output MSE {metrics['test_denoise_mse']:.5f}, "
-             f"on {len(clean):,} test images.", "", "![reconstructions](reconstructions.png)"]
+             f"on {len(clean):,} test images."] + (["", "![reconstructions](reconstructions.png)"] if figures else [])
     return metrics, lines
 
 
+def _heldout_lines(heldout: dict[str, Any]) -> list[str]:
+    k, n = heldout["folds"], sum(r["size"] for r in heldout["per_fold"])
+    how = "leave-one-out" if all(r["size"] == 1 for r in heldout["per_fold"]) else f"{k}-fold"
+    if "heldout_accuracy" in heldout:
+        figure = (f"accuracy **{_pct(heldout['heldout_accuracy'])}** "
+                  f"({round(heldout['heldout_accuracy'] * n)}/{n} right)")
+    else:
+        figure = f"MSE **{heldout['heldout_mse']:.5f}**"
+    return [f"## Held-out ({how} cross-validation on the training split)", "",
+            f"Each of the {k} folds trained from the same start on the other folds, for the same epochs, and "
+            f"scored the images it never saw: {figure}."]
+
+
 def write_report(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig,
-                 history: list[dict], facts: dict[str, Any]) -> dict[str, Any]:
-    """Write report.json, report.md and the figures; return the report's dict."""
+                 history: list[dict], facts: dict[str, Any], heldout: dict[str, Any] | None = None,
+                 figures: bool = True) -> dict[str, Any]:
+    """Write report.json, report.md and (unless `figures` is false) the figures; return the report's dict.
+
+    `heldout`: crossval.cross_validate's summary, when the experiment asks for one.
+    """
     run_dir = Path(run_dir)
-    plot_curves(history, run_dir / "curves.png")
+    curves = []
+    if figures:
+        plot_curves(history, run_dir / "curves.png")
+        curves.append("![curves](curves.png)")
+        if plot_loss_vs_examples(history, run_dir / "loss_vs_examples.png"):
+            curves.append("![loss against examples seen](loss_vs_examples.png)")
     evaluate = _reconstruction if cfg.task == "reconstruct" else _classification
-    metrics, body = evaluate(run_dir, model, data, cfg)
+    metrics, body = evaluate(run_dir, model, data, cfg, figures)
+    if heldout is not None:
+        metrics["cross_validation"] = heldout
+        body += ["", *_heldout_lines(heldout)]
     params = parameter_table(model)
     report = {"experiment": cfg.name, "report_figure": cfg.report_figure, "target": cfg.target,
               "metric": cfg.metric, "metrics": metrics, **facts,
@@ -114,7 +165,7 @@ def write_report(run_dir: Path, model: nn.Module, data: DataBundle, cfg: Experim
              f"Report: {cfg.report_figure}.{verdict}", "",
              f"Epochs {facts['epochs']}, wall time {facts['wall_time_s']:.0f} s on {facts['hardware']}. "
              f"Data: {facts['data_source']} ({facts['train_size']:,} train / {facts['test_size']:,} test).",
-             "", "## Test set", "", *body, "", "## Training curves", "", "![curves](curves.png)", "",
+             "", "## Test set", "", *body, "", "## Training curves", "", *curves, "",
              f"## Parameters ({report['parameters']:,})", "", "| layer | shape | count |", "|---|---|---:|"]
     lines += [f"| {name} | {tuple(shape)} | {n:,} |" for name, shape, n in params]
     atomic_write_json(run_dir / "report.json", report)

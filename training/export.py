@@ -17,8 +17,10 @@ from torch import nn
 from .build import model_from_checkpoint
 from .checkpoint import load_checkpoint
 from .files import fsync_dir
+from .registry import BINARY_LOSSES, ExperimentConfig
 
 INPUT_NAME = "pixels"          # (B, C, H, W) float32 in [0, 1]
+FEATURES_NAME = "features"     # (B, F) float32, a table row encoded as its manifest says
 CHECK_BATCH = 16               # images compared between PyTorch and ONNX Runtime
 MAX_ABS_DIFF = 1e-4            # allowed difference between the two, on probabilities or pixels
 
@@ -27,20 +29,33 @@ class ExportError(RuntimeError):
     """The exported graph is invalid or disagrees with PyTorch: nothing is published."""
 
 
+def output_head(cfg: ExperimentConfig) -> str:
+    """softmax (K class probabilities), sigmoid (the probability of the second class) or none (images)."""
+    if cfg.task != "classify":
+        return "none"
+    return "sigmoid" if cfg.loss in BINARY_LOSSES else "softmax"
+
+
 class InferenceGraph(nn.Module):
-    """What is exported: the model plus its output head (softmax for classifiers)."""
+    """What is exported: the model plus its output head."""
 
-    def __init__(self, model: nn.Module, task: str):
+    def __init__(self, model: nn.Module, head: str):
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.head = model, head
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        out = self.model(pixels)
-        return torch.softmax(out, dim=1) if self.task == "classify" else out
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        out = self.model(inputs)
+        if self.head == "softmax":
+            return torch.softmax(out, dim=1)
+        return torch.sigmoid(out) if self.head == "sigmoid" else out
 
 
-def output_name(task: str) -> str:
-    return "probabilities" if task == "classify" else "reconstruction"
+def input_name(input_shape: tuple[int, ...]) -> str:
+    return INPUT_NAME if len(input_shape) == 3 else FEATURES_NAME
+
+
+def output_name(cfg: ExperimentConfig) -> str:
+    return {"softmax": "probabilities", "sigmoid": "probability", "none": "reconstruction"}[output_head(cfg)]
 
 
 def _check_inputs(input_shape: tuple[int, ...], sample: torch.Tensor | None) -> torch.Tensor:
@@ -53,11 +68,11 @@ def _check_inputs(input_shape: tuple[int, ...], sample: torch.Tensor | None) -> 
 def export_onnx(checkpoint: Path, onnx_path: Path, sample: torch.Tensor | None = None) -> dict[str, Any]:
     """Export `checkpoint` to `onnx_path` with a dynamic batch axis; return the agreement check.
 
-    `sample`: optional (B, C, H, W) pixels in [0, 1] (real test images); a seeded random batch otherwise.
+    `sample`: optional model inputs (real test images or rows); a seeded random batch otherwise.
     """
     state = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(state)
-    graph = InferenceGraph(model, cfg.task).eval()
+    graph = InferenceGraph(model, output_head(cfg)).eval()
     input_shape = tuple(state["model_spec"]["input_shape"])
     example = torch.rand(4, *input_shape, generator=torch.Generator().manual_seed(0))  # shapes only
     onnx_path = Path(onnx_path)
@@ -69,11 +84,12 @@ def export_onnx(checkpoint: Path, onnx_path: Path, sample: torch.Tensor | None =
             warnings.simplefilter("ignore")  # the exporter's deprecation chatter is not ours to fix
             torch.onnx.export(
                 graph, (example,), tmp, dynamo=True, external_data=False, verbose=False,
-                input_names=[INPUT_NAME], output_names=[output_name(cfg.task)],
+                input_names=[input_name(input_shape)], output_names=[output_name(cfg)],
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
             )
         onnx.checker.check_model(tmp, full_check=True)
-        check = compare_with_torch(graph, tmp, _check_inputs(input_shape, sample), cfg.task)
+        check = compare_with_torch(graph, tmp, _check_inputs(input_shape, sample), cfg.task,
+                                   input_name(input_shape))
         os.replace(tmp, onnx_path)
         fsync_dir(onnx_path.parent)
     except BaseException:
@@ -82,17 +98,23 @@ def export_onnx(checkpoint: Path, onnx_path: Path, sample: torch.Tensor | None =
     return check
 
 
-def compare_with_torch(graph: nn.Module, onnx_file: str | Path, inputs: torch.Tensor, task: str) -> dict[str, Any]:
+def _decisions(probabilities: np.ndarray) -> np.ndarray:
+    """The answered class: argmax of K probabilities, or probability >= 0.5 for a single one."""
+    return probabilities.argmax(1) if probabilities.shape[1] > 1 else probabilities[:, 0] >= 0.5
+
+
+def compare_with_torch(graph: nn.Module, onnx_file: str | Path, inputs: torch.Tensor, task: str,
+                       name: str = INPUT_NAME) -> dict[str, Any]:
     """Run both on `inputs` (and on batch 1, to prove the batch axis is dynamic); raise on disagreement."""
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     with torch.inference_mode():
         expected = graph(inputs).numpy()
-    got = session.run(None, {INPUT_NAME: inputs.numpy()})[0]
-    single = session.run(None, {INPUT_NAME: inputs[:1].numpy()})[0]
+    got = session.run(None, {name: inputs.numpy()})[0]
+    single = session.run(None, {name: inputs[:1].numpy()})[0]
     diff = float(max(np.abs(got - expected).max(), np.abs(single - expected[:1]).max()))
     check: dict[str, Any] = {"batch": len(inputs), "max_abs_diff": diff, "tolerance": MAX_ABS_DIFF}
     if task == "classify":
-        check["argmax_identical"] = bool((got.argmax(1) == expected.argmax(1)).all())
+        check["argmax_identical"] = bool((_decisions(got) == _decisions(expected)).all())
     if diff > MAX_ABS_DIFF or not check.get("argmax_identical", True):
         raise ExportError(f"ONNX Runtime disagrees with PyTorch: {check}")
     return check

@@ -11,6 +11,7 @@ from .checkpoint import CheckpointError
 from .data import DataNotFound
 from .registry import EXPERIMENTS, UnknownExperiment, get_config
 from .export import ExportError
+from .models import PretrainedUnavailable
 from .run import RunError, RunOptions, run_experiment
 
 # --quick: enough to prove the whole pipeline works, in seconds on a laptop.
@@ -30,8 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed for init, data order and augmentation")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
     p.add_argument("--data-root", type=Path, default=Path("data"),
-                   help="data folder in torchvision's layout; filled from Debian's packages or a "
-                        "download when empty (default: ./data)")
+                   help="data folder holding one folder per data set in torchvision's layout (MNIST/raw, "
+                        "FashionMNIST/raw), cifar10/{train,test}, greek/train, heart/heart.csv; or the data "
+                        "set's own ImageFolder tree, class folders or CSV file. Filled from Debian's "
+                        "packages or a download where possible (default: ./data)")
+    p.add_argument("--weights", help="pretrained weights to start from: a torchvision weights name (e.g. "
+                                     "IMAGENET1K_V2), or none to train from scratch (default: the experiment's)")
     p.add_argument("--runs-dir", "--output-dir", dest="runs_dir", type=Path, default=Path("runs"),
                    help="where run folders go: checkpoint, metrics, report, plots (default: ./runs)")
     p.add_argument("--store", type=Path, default=Path("models_store"),
@@ -68,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                                    "seed": args.seed}.items() if v is not None}
+    if args.weights is not None:
+        overrides["pretrained"] = None if args.weights.lower() == "none" else args.weights
     if args.quick:
         overrides = {**QUICK, **overrides}
     cfg = cfg.replace(**overrides)
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                       command=" ".join(["python -m training.fit", *argv_shown]))
     try:
         report = run_experiment(cfg, opts)
-    except (DataNotFound, CheckpointError, ExportError, RunError) as err:
+    except (DataNotFound, CheckpointError, ExportError, RunError, PretrainedUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     metrics = report["metrics"]

@@ -9,39 +9,75 @@ from tqdm import tqdm
 
 from .augment import augment_batch
 from .data import TensorData
-from .registry import ExperimentConfig
+from .registry import BINARY_LOSSES, ExperimentConfig
+
+TRACE_POINTS = 20  # mean training loss recorded this many times per epoch, for loss-vs-examples plots
 
 
 def as_pixels(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> float32 in [0, 1], the form every model takes."""
+    """uint8 (B, C, H, W) -> float32 in [0, 1], the form every image model takes."""
     return images.float().div_(255)
+
+
+def as_inputs(inputs: torch.Tensor) -> torch.Tensor:
+    """What a model takes: uint8 images become [0, 1] pixels; float features (tables) pass unchanged."""
+    return as_pixels(inputs) if inputs.dtype == torch.uint8 else inputs
+
+
+def class_probabilities(cfg: ExperimentConfig, output: torch.Tensor) -> torch.Tensor:
+    """(N, K) probabilities from raw outputs: softmax of K logits, or (1 - p, p) from one binary logit."""
+    if cfg.loss in BINARY_LOSSES:
+        p = torch.sigmoid(output.float())
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(output.float(), dim=1)
+
+
+def predicted_labels(cfg: ExperimentConfig, output: torch.Tensor) -> torch.Tensor:
+    if cfg.loss in BINARY_LOSSES:
+        return (output[:, 0] > 0).long()  # logit > 0 is probability > 0.5
+    return output.argmax(1)
 
 
 def _loss(cfg: ExperimentConfig, output: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor,
           smoothing: float = 0.0) -> torch.Tensor:
     if cfg.task == "reconstruct":
         return F.mse_loss(output, clean)
-    return F.cross_entropy(output, labels, label_smoothing=smoothing)
+    if cfg.loss == "cross_entropy":
+        return F.cross_entropy(output, labels, label_smoothing=smoothing)
+    if cfg.loss == "bce":
+        return F.binary_cross_entropy_with_logits(output[:, 0], labels.float())
+    if cfg.loss == "sigmoid_mse":  # Report C's heart MLP: sigmoid output, squared error against 0/1
+        return F.mse_loss(torch.sigmoid(output[:, 0]), labels.float())
+    raise ValueError(f"unknown loss {cfg.loss!r}; known: cross_entropy, {', '.join(BINARY_LOSSES)}")
+
+
+def _trace(losses: torch.Tensor, sizes: list[int]) -> list[list[float]]:
+    """[examples seen so far this epoch, mean loss over the last stretch], TRACE_POINTS times per epoch."""
+    ends = torch.tensor(sizes).cumsum(0)
+    points = []
+    for chunk in torch.arange(len(sizes)).tensor_split(min(TRACE_POINTS, len(sizes))):
+        points.append([int(ends[chunk[-1]]), float(losses[chunk].mean())])
+    return points
 
 
 def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
                     optimizer: torch.optim.Optimizer, scheduler, gen: torch.Generator,
                     desc: str = "train") -> dict[str, float]:
-    """One pass over a fresh permutation of `data`; returns mean loss (and accuracy)."""
+    """One pass over a fresh permutation of `data`; returns mean loss (and accuracy) and a loss trace."""
     model.train()
-    device = data.images.device
+    device = data.inputs.device
     n = len(data)
     order = torch.randperm(n, generator=gen, device=device)
-    total_loss = torch.zeros((), device=device)
+    batch_losses: list[torch.Tensor] = []
+    sizes: list[int] = []
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
     bar = tqdm(range(0, n, cfg.batch_size), desc=desc, leave=False, disable=None, unit="batch")
     for start in bar:
         idx = order[start: start + cfg.batch_size]
         if len(idx) < 2:  # BatchNorm cannot train on a single image
             continue
         labels = data.labels[idx]
-        clean, noisy = augment_batch(as_pixels(data.images[idx]), cfg, gen)
+        clean, noisy = augment_batch(as_inputs(data.inputs[idx]), cfg, gen)
         output = model(noisy)
         loss = _loss(cfg, output, clean, labels, cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -49,30 +85,33 @@ def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        # Accumulate on the device: no host sync per step.
-        total_loss += loss.detach() * len(idx)
+        # Kept on the device: no host sync per step.
+        batch_losses.append(loss.detach())
+        sizes.append(len(idx))
         if cfg.task == "classify":
-            correct += (output.detach().argmax(1) == labels).sum()
-        seen += len(idx)
-    metrics = {"train_loss": total_loss.item() / max(seen, 1)}
+            correct += (predicted_labels(cfg, output.detach()) == labels).sum()
+    seen = sum(sizes)
+    losses = torch.stack(batch_losses).float().cpu() if batch_losses else torch.zeros(0)
+    metrics = {"train_loss": float((losses * torch.tensor(sizes)).sum()) / max(seen, 1)}
     if cfg.task == "classify":
         metrics["train_accuracy"] = correct.item() / max(seen, 1)
+    metrics.update(examples=seen, loss_trace=_trace(losses, sizes) if sizes else [])
     return metrics
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Raw model outputs for uint8 `images`, in eval mode, batched."""
+def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Raw model outputs for uint8 images or float features, in eval mode, batched."""
     model.eval()
-    return torch.cat([model(as_pixels(images[i: i + batch_size])) for i in range(0, len(images), batch_size)])
+    return torch.cat([model(as_inputs(inputs[i: i + batch_size])) for i in range(0, len(inputs), batch_size)])
 
 
-def evaluate(model: nn.Module, data: TensorData, cfg: ExperimentConfig) -> dict[str, float]:
-    """Test loss and accuracy (classification) or test MSE on clean inputs (reconstruction)."""
-    output = predict(model, data.images, cfg.eval_batch_size)
+def evaluate(model: nn.Module, data: TensorData, cfg: ExperimentConfig, prefix: str = "test_") -> dict[str, float]:
+    """Loss and accuracy (classification) or MSE on clean inputs (reconstruction), keys starting with `prefix`."""
+    output = predict(model, data.inputs, cfg.eval_batch_size)
     if cfg.task == "reconstruct":
-        return {"test_mse": F.mse_loss(output, as_pixels(data.images)).item()}
+        return {f"{prefix}mse": F.mse_loss(output, as_inputs(data.inputs)).item()}
     return {
-        "test_loss": F.cross_entropy(output, data.labels).item(),
-        "test_accuracy": (output.argmax(1) == data.labels).float().mean().item(),
+        f"{prefix}loss": _loss(cfg, output, output, data.labels).item(),
+        f"{prefix}accuracy": (predicted_labels(cfg, output) == data.labels).float().mean().item(),
     }

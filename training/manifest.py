@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .data import IMAGE_SPECS
-from .export import INPUT_NAME, output_name
+from .export import input_name, output_name
 from .registry import ExperimentConfig, config_to_dict
 
 _LAYOUT_WORDS = {
@@ -17,28 +17,49 @@ _LAYOUT_WORDS = {
 }
 
 # Headline metrics copied into the manifest; the full report stays in the run folder.
-_HEADLINE = ("test_accuracy", "test_loss", "test_mse", "test_denoise_mse", "test_noisy_input_mse")
+_HEADLINE = ("test_accuracy", "test_loss", "test_mse", "test_denoise_mse", "test_noisy_input_mse", "test_roc_auc")
+_TABLE_WORDS = ("one row of the table's columns; numbers scaled by (x - mean) / std with the training rows' "
+                "statistics, categories one-hot in the order listed. A numeric column's missing_value (0 for "
+                "RestingBP and Cholesterol) means not measured: the graph puts the training mean in its place "
+                "and adds a not-measured input, so send the row as it is")
+
+
+def _preprocessing(cfg: ExperimentConfig, tabular: dict[str, Any] | None) -> dict[str, Any]:
+    if tabular is not None:
+        return {"tabular": tabular, "description": _TABLE_WORDS}
+    spec = IMAGE_SPECS[cfg.dataset]
+    return {"image": spec.to_dict(), "description": _LAYOUT_WORDS[spec.layout] +
+            "; pixels scaled to [0, 1]. Any normalisation is inside the graph."}
 
 
 def build_manifest(cfg: ExperimentConfig, report: dict[str, Any], export_check: dict[str, Any],
-                   class_names: tuple[str, ...], input_shape: tuple[int, int, int],
-                   provenance: dict[str, Any]) -> dict[str, Any]:
-    """Everything a server or a person needs to use the model; store.publish_model adds the rest."""
-    spec = IMAGE_SPECS[cfg.dataset]
+                   class_names: tuple[str, ...], input_shape: tuple[int, ...],
+                   provenance: dict[str, Any], tabular: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a server or a person needs to use the model; store.publish_model adds the rest.
+
+    `tabular`: the data's fitted table encoding (serving/tabular.py reads it from preprocessing.tabular).
+    """
     metrics = {k: v for k, v in report["metrics"].items() if k in _HEADLINE}
     if "classification" in report["metrics"]:
         c = report["metrics"]["classification"]
         metrics["macro_f1"] = c["macro_avg"]["f1"]
         metrics["per_class_accuracy"] = {row["class"]: row["accuracy"] for row in c["per_class"]}
+    if "cross_validation" in report["metrics"]:
+        cv = report["metrics"]["cross_validation"]
+        metrics["heldout_accuracy"], metrics["heldout_folds"] = cv.get("heldout_accuracy"), cv["folds"]
     metrics["test_size"] = report["test_size"]
-    out_shape = [None, len(class_names)] if cfg.task == "classify" else [None, *input_shape]
+    name = output_name(cfg)
+    out_shape = ([None, 1] if name == "probability" else [None, len(class_names)] if cfg.task == "classify"
+                 else [None, *input_shape])
+    model_input = {"name": input_name(input_shape), "shape": [None, *input_shape], "dtype": "float32"}
+    if tabular is None:
+        model_input["range"] = [0.0, 1.0]
     return {
         "task": cfg.task,
         "labels": list(class_names) if cfg.task == "classify" else [],
-        "input": {"name": INPUT_NAME, "shape": [None, *input_shape], "dtype": "float32", "range": [0.0, 1.0]},
-        "output": {"name": output_name(cfg.task), "shape": out_shape, "dtype": "float32"},
-        "preprocessing": {"image": spec.to_dict(), "description": _LAYOUT_WORDS[spec.layout] +
-                          "; pixels scaled to [0, 1]. Any normalisation is inside the graph."},
+        "input": model_input,
+        "output": {"name": name, "shape": out_shape, "dtype": "float32"},
+        "preprocessing": _preprocessing(cfg, tabular),
         "metrics": metrics,
         "report_figure": cfg.report_figure,
         "target": cfg.target,
@@ -50,8 +71,14 @@ def build_manifest(cfg: ExperimentConfig, report: dict[str, Any], export_check: 
 def model_card(manifest: dict[str, Any], name: str, description: str) -> str:
     """A short Markdown card; `{version}` is filled in by the store when the version is known."""
     p, m = manifest["provenance"], manifest["metrics"]
+    table = "tabular" in manifest["preprocessing"]
+    things = "rows" if table else "images"
     if manifest["task"] == "classify":
-        result = f"test accuracy {100 * m['test_accuracy']:.2f}% on {m['test_size']:,} official test images"
+        split = "test" if table or m.get("heldout_accuracy") is not None else "official test"
+        result = f"test accuracy {100 * m['test_accuracy']:.2f}% on {m['test_size']:,} {split} {things}"
+        if m.get("heldout_accuracy") is not None:
+            result += (f" (its training images: there is no test split); {100 * m['heldout_accuracy']:.2f}% "
+                       f"held out by {m['heldout_folds']}-fold cross-validation")
         limits = "anything else (photos, other objects) still gets one of these labels"
     else:
         result = (f"test reconstruction MSE {m['test_mse']:.5f}; denoising {m['test_noisy_input_mse']:.5f} "
@@ -64,11 +91,12 @@ def model_card(manifest: dict[str, Any], name: str, description: str) -> str:
         f"- **Result:** {result}.",
         f"- **Report figure:** {manifest['report_figure']}.",
         f"- **Labels:** {labels}.",
-        f"- **Input:** `{manifest['input']['name']}`, float32 {manifest['input']['shape']} in [0, 1]; "
-        f"{manifest['preprocessing']['description']}",
+        f"- **Input:** `{manifest['input']['name']}`, float32 {manifest['input']['shape']}"
+        f"{'' if table else ' in [0, 1]'}; {manifest['preprocessing']['description']}",
         f"- **Trained by:** `{p['command']}` ({p['epochs']} epochs, {p['wall_time_s']:.0f} s on {p['hardware']}).",
-        f"- **Data:** {p['data_source']}; {p['train_size']:,} training images.",
-        f"- **Limits:** trained on small, centred greyscale images of a few classes; {limits}. "
-        "A teaching model, not a product decision.",
+        f"- **Data:** {p['data_source']}; {p['train_size']:,} training {things}.",
+        ("- **Limits:** a small public teaching table of heart patients; not for any clinical decision."
+         if table else f"- **Limits:** trained on small images of a few classes; {limits}. "
+         "A teaching model, not a product decision."),
         "",
     ])

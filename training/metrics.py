@@ -42,3 +42,13 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray,
                          "f1": float(f1 @ weights)},
         "confusion_matrix": cm.tolist(),
     }
+
+
+def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve for 0/1 labels: the chance a random positive outscores a random negative
+    (ties count half). NaN when one class is absent."""
+    pos, neg = scores[y_true == 1], scores[y_true == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))

@@ -21,9 +21,9 @@ def _save(fig: plt.Figure, path: Path) -> None:
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss and, when present, accuracy per epoch, train against test."""
     epochs = [r["epoch"] for r in history]
-    panels = [("loss", ["train_loss", "test_loss", "test_mse"])]
+    panels = [("loss", ["train_loss", "val_loss", "test_loss", "test_mse", "val_mse"])]
     if "train_accuracy" in history[0]:
-        panels.append(("accuracy", ["train_accuracy", "test_accuracy"]))
+        panels.append(("accuracy", ["train_accuracy", "val_accuracy", "test_accuracy"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (title, keys) in zip(axes[0], panels):
         for key in keys:
@@ -33,6 +33,50 @@ def plot_curves(history: list[dict], path: Path) -> None:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
+    _save(fig, path)
+
+
+def plot_loss_vs_examples(history: list[dict], path: Path) -> bool:
+    """Training loss against training examples seen (Reports C and D), test loss at each epoch's end.
+
+    Returns False, drawing nothing, when the history holds no loss traces (runs from before they existed).
+    """
+    if not all(r.get("loss_trace") for r in history):
+        return False
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    offset, xs, ys, ends, test = 0, [], [], [], []
+    for r in history:
+        xs += [offset + seen for seen, _ in r["loss_trace"]]
+        ys += [loss for _, loss in r["loss_trace"]]
+        offset += r["examples"]
+        if "test_loss" in r:
+            ends.append(offset)
+            test.append(r["test_loss"])
+    ax.plot(xs, ys, label="train loss", lw=1)
+    if test:
+        ax.plot(ends, test, "o", color="red", label="test loss (end of epoch)")
+    ax.set_xlabel("training examples seen")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    return True
+
+
+def plot_study(labels: Sequence[str], values: Sequence[float], errors: Sequence[float], metric: str,
+               path: Path, title: str) -> None:
+    """One horizontal bar per trial, best at the top, with the spread across folds where there is one."""
+    order = np.argsort(values)
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.28 * len(labels)))
+    ax.barh(np.arange(len(labels)), np.asarray(values)[order], xerr=np.asarray(errors)[order],
+            color="tab:blue", alpha=0.8)
+    ax.set_yticks(np.arange(len(labels)), [labels[i] for i in order], fontsize=7)
+    low, high = min(values), max(values)
+    span = (high - low) or abs(high) or 1.0
+    ax.set_xlim(low - 0.5 * span, high + 0.25 * span)
+    ax.set_xlabel(metric.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
     _save(fig, path)
 
 

@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
-from .build import freeze, model_for, optimizer_for, scheduler_for
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .build import freeze, init_from_checkpoint, model_for, optimizer_for, scheduler_for, seed_everything
+from .checkpoint import load_checkpoint, save_checkpoint
+from .crossval import cross_validate
 from .data import DataBundle, load_data
 from .evaluation import write_report
 from .export import export_onnx
 from .files import append_jsonl, atomic_write_json, atomic_write_text, sha256_file
-from .loop import as_pixels, evaluate, train_one_epoch
+from .loop import as_inputs, evaluate, train_one_epoch
 from .manifest import build_manifest, model_card
 from .provenance import git_commit, hardware, library_versions, utc_now
 from .registry import ExperimentConfig, config_from_dict, config_to_dict
@@ -41,6 +42,7 @@ class RunOptions:
     device: str = "auto"          # auto | cpu | cuda | cuda:N
     resume: bool = False
     publish: bool = True          # publish to the store when the experiment has a served name
+    artifacts: bool = True        # figures and the ONNX export (a study's trials only need their numbers)
     command: str = ""             # recorded in reports and manifests
 
 
@@ -51,16 +53,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"--device {name} asked for, but no usable CUDA device is present")
     return device
-
-
-def _seed(cfg: ExperimentConfig, device: torch.device) -> torch.Generator:
-    """Seed everything; return the generator that drives data order and augmentation."""
-    torch.manual_seed(cfg.seed)
-    # Bitwise-repeatable on CPU (resume equals an uninterrupted run); on GPU cuDNN may pick the
-    # fastest kernels, which trades that guarantee for speed.
-    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
-    torch.backends.cudnn.benchmark = device.type == "cuda"
-    return torch.Generator(device=device).manual_seed(cfg.seed)
 
 
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:
@@ -77,20 +69,6 @@ def _restore_rng(state: dict[str, Any], gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _init_from(model: torch.nn.Module, checkpoint: Path) -> str:
-    """Copy every weight whose name and shape match from another run's checkpoint."""
-    try:
-        source = load_checkpoint(checkpoint)["model"]
-    except CheckpointError as err:
-        raise CheckpointError(f"{err}: this experiment starts from that run, so train it first") from err
-    own = model.state_dict()
-    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise CheckpointError(f"{checkpoint} shares no weights with this model")
-    model.load_state_dict(matched, strict=False)
-    return f"{len(matched)} tensors from {checkpoint} (sha256 {sha256_file(checkpoint)[:12]})"
-
-
 def _check_same_run(cfg: ExperimentConfig, saved: dict[str, Any]) -> None:
     """Resuming may extend `epochs`; any other difference would silently mix two runs."""
     before = config_from_dict(saved)
@@ -102,7 +80,7 @@ def _check_same_run(cfg: ExperimentConfig, saved: dict[str, Any]) -> None:
 
 
 def _summary_line(cfg: ExperimentConfig, record: dict[str, Any]) -> str:
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "test_")))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_", "test_")))
     return f"{cfg.name} epoch {record['epoch']}/{cfg.epochs}: {shown} ({record['seconds']:.1f} s)"
 
 
@@ -110,15 +88,17 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
           device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train with a checkpoint after every epoch; return the model and the final checkpoint state."""
     checkpoint_path = run_dir / CHECKPOINT
-    gen = _seed(cfg, device)
-    model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
+    gen = seed_everything(cfg, device)
+    # Pretrained weights are fetched for a new run only: a resumed one has its own in the checkpoint.
+    model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
+                      pretrained=not opts.resume).to(device)
     state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": None, "commands": []}
     if opts.resume:
         saved = load_checkpoint(checkpoint_path, map_location=device)
         _check_same_run(cfg, saved["config"])
         state.update({k: saved.get(k, state[k]) for k in state})
     elif cfg.init_from:
-        state["init_from"] = _init_from(model, opts.runs_dir / cfg.init_from / CHECKPOINT)
+        state["init_from"] = init_from_checkpoint(model, opts.runs_dir / cfg.init_from / CHECKPOINT)
     state["commands"] = [*state["commands"], opts.command]
     freeze(model, cfg.freeze)
     optimizer = optimizer_for(cfg, model)
@@ -143,6 +123,8 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
                   **train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen,
                                     desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}"),
                   **evaluate(model, data.test, cfg), "lr": optimizer.param_groups[0]["lr"]}
+        if data.val is not None:
+            record.update(evaluate(model, data.val, cfg, prefix="val_"))
         record["seconds"] = time.perf_counter() - started
         state["history"].append(record)
         state["epoch"] = epoch + 1
@@ -152,7 +134,8 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": _rng_state(gen),
-            "model_spec": {"input_shape": list(data.input_shape), "class_names": list(data.class_names)},
+            "model_spec": {"input_shape": list(data.input_shape), "class_names": list(data.class_names),
+                           "tabular": data.tabular},
             "data_source": data.source, "train_size": len(data.train), "test_size": len(data.test),
         })
         append_jsonl(run_dir / METRICS, record)
@@ -182,14 +165,21 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
     facts = {"epochs": state["epoch"], "wall_time_s": state["wall_time_s"], "hardware": hardware(device),
              "data_source": data.source, "train_size": len(data.train), "test_size": len(data.test),
              "command": _command_summary(state["commands"]), "finished_at": utc_now(),
-             "git_commit": git_commit(), "init_from": state["init_from"]}
-    report = write_report(run_dir, model, data, cfg, state["history"], facts)
+             "git_commit": git_commit(), "init_from": state["init_from"], "test_note": data.test_note}
+    heldout = None
+    if cfg.heldout_folds:
+        log.info("%s: %d-fold cross-validation on the training split", cfg.name, cfg.heldout_folds)
+        heldout = cross_validate(cfg, data, cfg.heldout_folds, opts.runs_dir, device)
+    report = write_report(run_dir, model, data, cfg, state["history"], facts, heldout, figures=opts.artifacts)
+    if not opts.artifacts:
+        atomic_write_json(run_dir / "report.json", report)
+        return report
     checkpoint = run_dir / CHECKPOINT
-    check = export_onnx(checkpoint, run_dir / ONNX, sample=as_pixels(data.test.images[:16].cpu()))
+    check = export_onnx(checkpoint, run_dir / ONNX, sample=as_inputs(data.test.inputs[:16].cpu()))
     report["export_check"] = check
     if cfg.served_as and opts.publish:
         provenance = {**facts, "checkpoint_sha256": sha256_file(checkpoint), "libraries": library_versions()}
-        manifest = build_manifest(cfg, report, check, data.class_names, data.input_shape, provenance)
+        manifest = build_manifest(cfg, report, check, data.class_names, data.input_shape, provenance, data.tabular)
         version_dir = publish_model(opts.store, cfg.served_as, run_dir / ONNX, manifest,
                                     model_card(manifest, cfg.served_as, cfg.description))
         report["published"] = str(version_dir)

@@ -1,0 +1,109 @@
+"""Studies: every one runs end to end on tiny data, resumes where it stopped, and runs trials in parallel."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from training import sweep
+from training.registry import get_config
+
+TINY = {"epochs": 1, "train_limit": 64, "test_limit": 32}
+# The machinery, not the size, is under test: 1 of the grid's 96 networks, 2 of the 4 epoch counts.
+MAX_TRIALS = {"fashion_grid": 1, "fashion_epochs": 2}
+
+
+def _settings(root: Path, tmp: Path, **changes) -> sweep.Settings:
+    return sweep.Settings(data_root=root, out=tmp / "sweeps", runs_dir=tmp / "runs", device="cpu",
+                          overrides={**TINY, **changes})
+
+
+@pytest.mark.parametrize("name", sorted(sweep.STUDIES))
+def test_study_end_to_end(name: str, data_root: Path, tmp_path: Path) -> None:
+    study = sweep.STUDIES[name]
+    summary = sweep.run_study(study, _settings(data_root, tmp_path), jobs=1, max_trials=MAX_TRIALS.get(name))
+    folder = tmp_path / "sweeps" / name
+    with open(folder / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == min(len(study.trials), MAX_TRIALS.get(name, 99))
+    assert all(0 <= float(r[study.metric]) <= 1 for r in rows)
+    assert (folder / "comparison.png").stat().st_size > 1000
+    text = (folder / "results.md").read_text()
+    assert f"# Study {name}" in text and f"Best: **{summary['best']}**" in text
+    if study.folds:
+        assert "cross-validation on the training split" in text
+        retrained = json.loads((tmp_path / "runs" / study.retrain / "report.json").read_text())
+        assert retrained["epochs"] == get_config(study.retrain).epochs  # the report's 20, not --epochs
+        assert (tmp_path / "runs" / study.retrain / "model.onnx").is_file()
+
+
+def test_studied_factor_is_never_overridden() -> None:
+    epochs = sweep.STUDIES["fashion_epochs"]
+    assert [t.configs({"epochs": 1})[0].epochs for t in epochs.trials] == [3, 5, 8, 10]
+    assert all(t.configs({"epochs": 1})[0].epochs == 1 for t in sweep.STUDIES["fashion_optimizer"].trials)
+    chain = sweep.STUDIES["fashion_ae_lr"].trials[1].configs({})
+    assert [c.name for c in chain] == ["fashion_autoencoder", "fashion_ae_classifier"]
+    assert all(c.lr == 0.01 for c in chain) and chain[1].init_from == chain[0].name
+    assert len(sweep.STUDIES["fashion_grid"].trials) == 96
+
+
+def test_killed_sweep_continues_where_it_stopped(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    study = sweep.STUDIES["fashion_optimizer"]
+    settings = _settings(data_root, tmp_path)
+    real, calls = sweep.run_experiment, []
+
+    def dies_on_sgd(cfg, opts):
+        calls.append((cfg.optimizer, opts.resume))
+        if cfg.optimizer == "sgd":
+            raise KeyboardInterrupt  # the sweep is killed during its second trial
+        return real(cfg, opts)
+
+    monkeypatch.setattr(sweep, "run_experiment", dies_on_sgd)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_study(study, settings, jobs=1)
+    assert (tmp_path / "sweeps" / study.name / "trials" / "adam" / "result.json").is_file()
+
+    monkeypatch.setattr(sweep, "run_experiment", lambda cfg, opts: calls.append((cfg.optimizer, opts.resume))
+                        or real(cfg, opts))
+    sweep.run_study(study, settings, jobs=1)
+    assert calls == [("adam", False), ("sgd", False), ("sgd", False)]  # adam was not trained again
+
+    # A trial killed after a checkpoint resumes from it instead of starting over.
+    (tmp_path / "sweeps" / study.name / "trials" / "sgd" / "result.json").unlink()
+    (tmp_path / "sweeps" / study.name / "trials" / "sgd" / "runs" / "fashion_cnn_bn" / "report.json").unlink()
+    calls.clear()
+    sweep.run_study(study, settings, jobs=1)
+    assert calls == [("sgd", True)]
+
+
+def test_failed_trial_is_reported_and_the_others_kept(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    study = sweep.STUDIES["fashion_optimizer"]
+    real = sweep.run_experiment
+
+    def fails_on_sgd(cfg, opts):
+        if cfg.optimizer == "sgd":
+            raise RuntimeError("boom")
+        return real(cfg, opts)
+
+    monkeypatch.setattr(sweep, "run_experiment", fails_on_sgd)
+    with pytest.raises(sweep.SweepError, match="(?s)1 of 2 tasks failed.*sgd: RuntimeError: boom"):
+        sweep.run_study(study, _settings(data_root, tmp_path), jobs=1)
+    assert (tmp_path / "sweeps" / study.name / "trials" / "adam" / "result.json").is_file()
+
+
+def test_trials_run_in_parallel_processes(data_root: Path, tmp_path: Path) -> None:
+    study = sweep.STUDIES["fashion_optimizer"]
+    summary = sweep.run_study(study, _settings(data_root, tmp_path), jobs=2)
+    results = [json.loads((tmp_path / "sweeps" / study.name / "trials" / t / "result.json").read_text())
+               for t in ("adam", "sgd")]
+    assert [r["trial"] for r in results] == ["adam", "sgd"] and summary["best"] in ("adam", "sgd")
+
+
+def test_cli_lists_and_refuses_unknown(capsys) -> None:
+    assert sweep.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in sweep.STUDIES)
+    assert sweep.main(["nope"]) == 2 and "valid names" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""k-fold cross-validation on a training split, with the one loop: held-out figures without a test set.
+
+Greek letters report leave-one-out accuracy this way, and Report C's grid search scores each network by
+3-fold cross-validation. Each fold trains the experiment from its start (including any `init_from`
+weights and `freeze`) on the other folds and scores the held-out one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .build import freeze, init_from_checkpoint, model_for, optimizer_for, scheduler_for, seed_everything
+from .data import DataBundle
+from .loop import evaluate, train_one_epoch
+from .registry import ExperimentConfig
+
+FOLD_SEED = 0  # fixed, so every configuration of a study is scored on the same folds
+
+
+def fold_indices(n: int, folds: int) -> list[torch.Tensor]:
+    """`folds` disjoint index sets covering 0..n-1, from one fixed permutation."""
+    if not 2 <= folds <= n:
+        raise ValueError(f"cannot make {folds} folds of {n} examples")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(FOLD_SEED))
+    return [part.sort().values for part in order.tensor_split(folds)]
+
+
+def run_fold(cfg: ExperimentConfig, data: DataBundle, folds: int, fold: int, runs_dir: Path,
+             device: torch.device) -> dict[str, Any]:
+    """Train on every fold but `fold` (numbered from 0), score `fold`; the held-out figures and their size."""
+    started = time.perf_counter()
+    parts = fold_indices(len(data.train), folds)
+    held = parts[fold]
+    train = data.train.subset(torch.cat([p for i, p in enumerate(parts) if i != fold]).to(data.train.labels.device))
+    gen = seed_everything(cfg, device)
+    model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular).to(device)
+    if cfg.init_from:
+        init_from_checkpoint(model, Path(runs_dir) / cfg.init_from / "checkpoint.pt")
+    freeze(model, cfg.freeze)
+    optimizer = optimizer_for(cfg, model)
+    scheduler = scheduler_for(cfg, optimizer, math.ceil(len(train) / cfg.batch_size))
+    for epoch in range(cfg.epochs):
+        train_one_epoch(model, train, cfg, optimizer, scheduler, gen,
+                        desc=f"{cfg.name} fold {fold + 1}/{folds} epoch {epoch + 1}/{cfg.epochs}")
+    scores = evaluate(model, data.train.subset(held.to(data.train.labels.device)), cfg, prefix="heldout_")
+    return {"fold": fold + 1, "size": len(held), "train_size": len(train), **scores,
+            "parameters": sum(p.numel() for p in model.parameters()), "seconds": time.perf_counter() - started}
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Size-weighted mean of each held-out figure over the folds, and its spread across folds."""
+    sizes = torch.tensor([r["size"] for r in results], dtype=torch.float64)
+    summary: dict[str, Any] = {"folds": len(results), "per_fold": results}
+    for key in (k for k in results[0] if k.startswith("heldout_")):
+        values = torch.tensor([r[key] for r in results], dtype=torch.float64)
+        summary[key] = float((values * sizes).sum() / sizes.sum())
+        summary[f"{key}_std"] = float(values.std()) if len(values) > 1 else 0.0
+    return summary
+
+
+def cross_validate(cfg: ExperimentConfig, data: DataBundle, folds: int, runs_dir: Path,
+                   device: torch.device) -> dict[str, Any]:
+    """Every fold in turn (at most one example per fold: leave-one-out); their summary."""
+    folds = min(folds, len(data.train))
+    return summarize([run_fold(cfg, data, folds, fold, runs_dir, device) for fold in range(folds)])
