@@ -48,6 +48,22 @@ def sketchpad(elem_id: str) -> gr.Sketchpad:
                         elem_id=elem_id, elem_classes=CANVAS_CLASS)
 
 
+def upload_box(label: str, elem_id: str) -> gr.Image:
+    """An upload field whose file reaches the runtime as sent (image_mode=None: Gradio does not re-encode it)."""
+    return gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], label=label, elem_id=elem_id)
+
+
+def picture(label: str, elem_id: str | None = None, **kwargs: Any) -> gr.Image:
+    """A picture the demo shows, sent as PNG so every pixel arrives as computed."""
+    return gr.Image(label=label, interactive=False, format="png", buttons=[], elem_id=elem_id, **kwargs)
+
+
+def examples(paths: list[str], upload: gr.Image, label: str, elem_id: str) -> None:
+    """Clickable thumbnails that load a picture into `upload` (whose change event answers it)."""
+    if paths:
+        gr.Examples([[path] for path in paths], inputs=[upload], label=label, examples_per_page=12, elem_id=elem_id)
+
+
 def header_markdown(models: ServedModels) -> str:
     served = [f"`{m.name}` {m.version}" for m in models.models.values() if m.ready]
     lines = ["# classic-dl: draw, upload, and see what the models see",
@@ -74,22 +90,18 @@ def classify_tab(models: ServedModels) -> None:
                     gr.Markdown("Pen size: the ⊘ button beside the canvas. Predictions follow every stroke.")
                     clear = gr.Button("Clear the canvas", elem_id="classify-clear")
                 with gr.Tab("Upload or pick an example"):
-                    upload = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Picture",
-                                      elem_id="classify-upload")
+                    upload = upload_box("Picture", "classify-upload")
                     example_sets = []
                     for n in names:
                         with gr.Column(visible=n == names[0]) as column:
                             found = views.example_files(views.dataset_of(models.models[n]))
-                            if found:
-                                gr.Examples([[path] for path, _ in found], inputs=[upload],
-                                            label=f"Test-set examples for {n} (click one)", examples_per_page=12,
-                                            elem_id=f"classify-examples-{n}")
+                            examples([path for path, _ in found], upload, f"Test-set examples for {n} (click one)",
+                                     f"classify-examples-{n}")
                         example_sets.append(column)
         with gr.Column(scale=2):
             verdict = gr.Markdown(views.DRAW_SOMETHING, elem_id="classify-verdict")
             label = gr.Label(num_top_classes=5, show_heading=False, label="Top classes", elem_id="classify-label")
-            seen = gr.Image(label="What the model sees (its input, enlarged)", interactive=False, format="png", height=260,
-                            buttons=[], elem_id="classify-seen")
+            seen = picture("What the model sees (its input, enlarged)", "classify-seen", height=260)
             with gr.Accordion("About this model", open=False):
                 about = gr.Markdown(views.about_markdown(models.models[names[0]]))
     last = gr.State(None)  # the bytes of the latest picture, so a change of model re-answers it
@@ -131,12 +143,10 @@ def reconstruct_tab(models: ServedModels) -> None:
                                 interactive=len(names) > 1, elem_id="reconstruct-model")
             with gr.Tabs():
                 with gr.Tab("Upload or pick an example"):
-                    upload = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Clothing picture",
-                                      elem_id="reconstruct-upload")
-                    found = views.example_files(views.dataset_of(first))
-                    if found:
-                        gr.Examples([[path] for path, _ in found], inputs=[upload], examples_per_page=12,
-                                    label="FashionMNIST test images (click one)", elem_id="reconstruct-examples")
+                    upload = upload_box("Clothing picture", "reconstruct-upload")
+                    dataset = views.dataset_of(first)
+                    examples([path for path, _ in views.example_files(dataset)], upload,
+                             f"Test-set examples ({dataset}, click one)", "reconstruct-examples")
                 with gr.Tab("Draw"):
                     sketch = sketchpad("reconstruct-canvas")
             noise = gr.Slider(0.0, 0.6, value=views.noise_level(first), step=0.05, label="Noise amplitude",
@@ -144,9 +154,9 @@ def reconstruct_tab(models: ServedModels) -> None:
                                    f"{views.noise_level(first):g}")
         with gr.Column(scale=3):
             with gr.Row():
-                original = gr.Image(label="Original (as the model's data set)", interactive=False, format="png", buttons=[])
-                noisy = gr.Image(label="Noisy version (the model's input)", interactive=False, format="png", buttons=[])
-                rebuilt = gr.Image(label="Reconstruction", interactive=False, format="png", buttons=[], elem_id="reconstruct-output")
+                original = picture("Original (as the model's data set)")
+                noisy = picture("Noisy version (the model's input)")
+                rebuilt = picture("Reconstruction", "reconstruct-output")
             report = gr.Markdown("Upload or draw a clothing item, or pick an example.", elem_id="reconstruct-error")
             with gr.Accordion("About this model", open=False):
                 gr.Markdown(views.about_markdown(first))
@@ -209,16 +219,17 @@ def heart_tab(models: ServedModels) -> None:
             with gr.Accordion("About this model", open=False):
                 gr.Markdown(views.about_markdown(models.models[HEART_MODEL]))
     fields = [age, sex, pain, bp, cholesterol, sugar, ecg, max_hr, angina, oldpeak, slope]
-    rows = views.examples_index().get("heart", [])
-    if rows:
-        gr.Examples([[e["row"][f] for f in views.HEART_FIELDS] for e in rows], inputs=fields,
-                    example_labels=[f"{e['label']}: {e['source']}" for e in rows],
-                    label="Rows from the data set's test split (click one, then Estimate)", elem_id="heart-examples")
 
     def estimate(*values: Any) -> tuple:
         return views.predict_heart(models, dict(zip(views.HEART_FIELDS, values)))
 
     submit.click(estimate, fields, [label, explanation], api_name="heart")
+    rows = views.examples_index().get("heart", [])
+    if rows:
+        gr.Examples([[e["row"][f] for f in views.HEART_FIELDS] for e in rows], inputs=fields,
+                    outputs=[label, explanation], fn=estimate, run_on_click=True, cache_examples=False,
+                    example_labels=[f"{e['label']}: {e['source']}" for e in rows], elem_id="heart-examples",
+                    label="Rows from the data set's test split, with their true outcome (click one)")
 
 
 def about_tab(models: ServedModels) -> None:

@@ -99,8 +99,8 @@ def about_markdown(served: ServedModel) -> str:
     if "image" in spec:
         image = spec["image"]
         colour = "greyscale" if image["channels"] == 1 else "colour"
-        lines.append(f"- **Input:** {image['height']}x{image['width']} {colour}"
-                     + (f"; {spec['description']}" if spec.get("description") else ""))
+        lines.append(f"- **Input:** {image['height']}x{image['width']} pixels; "
+                     + (spec.get("description") or f"{colour}, {image['layout']} layout"))
     if prov.get("command"):
         took = f", {prov['epochs']} epochs in {prov['wall_time_s'] / 60:.0f} min on {prov.get('hardware', '?')}" \
             if "wall_time_s" in prov and "epochs" in prov else ""
@@ -250,8 +250,8 @@ def predict_heart(models: ServedModels, row: Mapping[str, Any]) -> tuple[dict[st
     threshold = float(served.tabular.get("threshold", 0.5))
     rows = served.manifest.get("provenance", {}).get("train_size")
     return ({positive: p, negative: 1 - p},
-            f"Estimated probability of heart disease: **{p:.0%}**, answered **{answer['label']}** "
-            f"(from {threshold:.0%}). " + HEART_DISCLAIMER.format(rows=f"{rows:,}" if rows else "a few hundred"))
+            f"Estimated probability of heart disease: **{p:.0%}**, so the model answers **{answer['label']}** "
+            f"(it answers {positive} from {threshold:.0%}). " + HEART_DISCLAIMER.format(rows=f"{rows:,}" if rows else "a few hundred"))
 
 
 # -- examples

@@ -6,13 +6,20 @@ store is shared with tests/test_serving*.py (built once per session), and copied
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import shutil
 from pathlib import Path
+from typing import Any, Iterator
 
+import bentoml
+import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
+
+from demo.mount import ui_app
 
 from serving_store import TINY, build_store
 from synthetic import write_mnist
@@ -22,6 +29,7 @@ from training.run import RunOptions, run_experiment
 from training.store import latest
 
 DIGITS_EXPERIMENT = "mnist_cnn32"  # published as digits
+DEMO_SERVICE = "demo-mount-test"
 EXAMPLE_DIGIT = Path(__file__).parents[1] / "demo" / "examples" / "mnist" / "7-00000.png"  # a real MNIST test 7
 
 
@@ -66,3 +74,21 @@ def garment(size: int = 28) -> Image.Image:
     pixels[2:26, 15:20] = 180
     pixels[2:6, 8:20] = 220
     return Image.fromarray(pixels, "L")
+
+
+@contextlib.contextmanager
+def service_with_demo(demo: gr.Blocks) -> Iterator[Any]:
+    """The ASGI app of a BentoML service with `demo` at /ui, mounted as serving/service.py mounts it."""
+
+    @bentoml.service(name=DEMO_SERVICE)
+    @bentoml.asgi_app(ui_app(demo), path="/ui")
+    class WithDemo:
+        @bentoml.api
+        def ping(self) -> str:
+            return "pong"
+
+    # Each app registers its request metrics in prometheus' one global registry, so a second app in this
+    # process would collide (as in tests/test_serving.py): in-process apps go without.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps({"services": {DEMO_SERVICE: {"metrics": {"enabled": False}}}}))
+        yield WithDemo.to_asgi()

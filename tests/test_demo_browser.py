@@ -11,14 +11,12 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import bentoml
 import pytest
 
 from demo import views
-from demo.mount import ui_app
 from demo.screenshots import CHROMIUM, WAIT_MS, draw, free_port, open_chromium
 from demo.ui import LAUNCH_OPTIONS, build_demo
-from demo_store import build_demo_store
+from demo_store import build_demo_store, service_with_demo
 from serving.runtime import ServedModels, load_models
 
 if not CHROMIUM.exists():
@@ -92,25 +90,19 @@ def bento_url(models: ServedModels) -> Iterator[str]:
     """A BentoML service with the demo at /ui (as serving/service.py mounts it), on uvicorn."""
     import uvicorn
 
-    @bentoml.service(name="demo-browser-test")
-    @bentoml.asgi_app(ui_app(build_demo(models)), path="/ui")
-    class WithDemo:
-        @bentoml.api
-        def ping(self) -> str:
-            return "pong"
-
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(WithDemo.to_asgi(), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    try:
-        yield f"http://127.0.0.1:{port}/ui/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with service_with_demo(build_demo(models)) as app:
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.1)
+        try:
+            yield f"http://127.0.0.1:{port}/ui/"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
 
 
 def test_the_page_mounted_in_bentoml_renders_and_answers(bento_url: str, tmp_path: Path) -> None:

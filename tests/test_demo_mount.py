@@ -6,13 +6,11 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-import bentoml
 import pytest
 from starlette.testclient import TestClient
 
-from demo.mount import ui_app
 from demo.ui import build_demo
-from demo_store import build_demo_store
+from demo_store import build_demo_store, service_with_demo
 from serving.runtime import load_models
 
 MAX_FILE_BYTES = 10 * 1024 * 1024  # demo.ui.MAX_FILE_SIZE, "10mb"
@@ -21,15 +19,7 @@ MAX_FILE_BYTES = 10 * 1024 * 1024  # demo.ui.MAX_FILE_SIZE, "10mb"
 @pytest.fixture(scope="module")
 def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     demo = build_demo(load_models(build_demo_store(tmp_path_factory.getbasetemp())))
-
-    @bentoml.service(name="demo-mount-test")
-    @bentoml.asgi_app(ui_app(demo), path="/ui")
-    class WithDemo:
-        @bentoml.api
-        def ping(self) -> str:
-            return "pong"
-
-    with TestClient(WithDemo.to_asgi()) as client:  # runs the lifespan: the service is created
+    with service_with_demo(demo) as app, TestClient(app) as client:  # the lifespan creates the service
         yield client
 
 
