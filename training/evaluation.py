@@ -130,7 +130,7 @@ def _heldout_lines(heldout: dict[str, Any]) -> list[str]:
         figure = f"MSE **{heldout['heldout_mse']:.5f}**"
     return [f"## Held-out ({how} cross-validation on the training split)", "",
             f"Each of the {k} folds trained from the same start on the other folds, for the same epochs, and "
-            f"scored the images it never saw: {figure}."]
+            f"scored the examples it never saw: {figure}."]
 
 
 def write_report(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig,
