@@ -17,7 +17,7 @@ from demo import views
 from demo.screenshots import free_port
 from demo.ui import LAUNCH_OPTIONS, build_demo
 from demo_store import build_demo_store, digit_drawing, garment, png
-from serving.runtime import HEART_MODEL, ServedModels, load_models
+from serving.runtime import HEART_MODEL, ServedModel, ServedModels, load_models
 from serving_store import HEART_ROW
 
 SHOWN = 5  # classes the label lists, best first
@@ -165,11 +165,13 @@ def page_text(demo: gr.Blocks) -> str:
     return json.dumps(demo.get_config_file(), default=str)
 
 
-def test_missing_models_are_explained(models: ServedModels) -> None:
-    without_heart = ServedModels(models.store, {n: m for n, m in models.models.items() if n != HEART_MODEL})
-    text = page_text(build_demo(without_heart))
+def test_missing_and_broken_models_are_explained(models: ServedModels) -> None:
+    broken = ServedModel("greek", "v1", error="ValueError: model.onnx does not match the sha256 in its manifest")
+    others = {n: m for n, m in models.models.items() if n != HEART_MODEL}
+    text = page_text(build_demo(ServedModels(models.store, {**others, "greek": broken})))
     assert "heart-disease model is not published yet" in text
-    assert re.search(r"Not available yet.*cifar10.*greek.*heart", text)
+    assert re.search(r"Not available yet.*cifar10.*heart.*greek", text)
+    assert "greek`: failed to load: ValueError: model.onnx does not match" in text
 
 
 def test_an_empty_store_gives_a_page_that_says_so(tmp_path: Path) -> None:

@@ -115,3 +115,28 @@ def test_the_page_mounted_in_bentoml_renders_and_answers(bento_url: str, tmp_pat
         page.screenshot(path=str(tmp_path / "demo-browser-bentoml.png"))
         print(f"screenshot: {tmp_path / 'demo-browser-bentoml.png'}")
         assert "Cannot" not in page.inner_text("#classify-verdict")
+
+
+def test_switching_model_and_clicking_an_example(url: str, models: ServedModels, tmp_path: Path) -> None:
+    with open_chromium(tmp_path / "profile") as browser:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
+        draw(page, "#classify-canvas", SEVEN)
+        verdict_is_not(page, "Draw something")
+        page.click("#classify-model input")  # the menu: the drawing is answered again by the new model
+        page.get_by_role("option", name=views.model_choice(models.models["fashion"])).click()
+        fashion = models.models["fashion"].labels
+        page.wait_for_function(f"() => {fashion!r}.some(l => document.querySelector('#classify-label').innerText"
+                               ".includes(l))", timeout=WAIT_MS)
+
+        page.get_by_role("tab", name="Upload or pick an example").click()
+        examples = page.locator("#classify-examples-fashion button.gallery-item")
+        assert examples.count() == len(views.example_files("fashion_mnist"))
+        page.locator("#classify-examples-digits").wait_for(state="hidden")  # only the chosen model's examples
+        first_example, _ = views.example_files("fashion_mnist")[0]
+        expected = views.classify(models, "fashion", Path(first_example).read_bytes()).verdict.replace("**", "")
+        examples.first.click()
+        page.wait_for_function(f"() => document.querySelector('#classify-verdict').innerText.trim() === {expected!r}",
+                               timeout=WAIT_MS)
+        page.screenshot(path=str(tmp_path / "demo-browser-example.png"))
