@@ -6,10 +6,11 @@ The screenshots are kept as test artefacts in pytest's temporary folder; their p
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -42,6 +43,16 @@ def url(models: ServedModels) -> Iterator[str]:
         demo.close()
 
 
+@contextlib.contextmanager
+def ready_page(url: str, profile: Path) -> Iterator[Any]:
+    """The demo open in a fresh headless Chromium, its canvas ready: the brush selected without a click."""
+    with open_chromium(profile) as browser:
+        page = browser.new_page()
+        page.goto(url)
+        page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
+        yield page
+
+
 def verdict_is_not(page, text: str) -> None:
     page.wait_for_function(f"() => !document.querySelector('#classify-verdict').innerText.includes({text!r})",
                            timeout=WAIT_MS)
@@ -57,11 +68,7 @@ def test_drawing_a_digit_shows_its_prediction(url: str, models: ServedModels, tm
         return answers[-1]
 
     monkeypatch.setattr(views, "classify", recorded)
-    with open_chromium(tmp_path / "profile") as browser:
-        page = browser.new_page()
-        page.goto(url)
-        # Ready to draw: the brush is selected without the visitor picking it.
-        page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
+    with ready_page(url, tmp_path / "profile") as page:
         assert "digits" in page.locator("#classify-model input").input_value()
         assert "Draw something" in page.inner_text("#classify-verdict")
 
@@ -106,10 +113,7 @@ def bento_url(models: ServedModels) -> Iterator[str]:
 
 
 def test_the_page_mounted_in_bentoml_renders_and_answers(bento_url: str, tmp_path: Path) -> None:
-    with open_chromium(tmp_path / "profile") as browser:
-        page = browser.new_page()
-        page.goto(bento_url)
-        page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
+    with ready_page(bento_url, tmp_path / "profile") as page:
         draw(page, "#classify-canvas", SEVEN)
         verdict_is_not(page, "Draw something")
         page.screenshot(path=str(tmp_path / "demo-browser-bentoml.png"))
@@ -118,10 +122,7 @@ def test_the_page_mounted_in_bentoml_renders_and_answers(bento_url: str, tmp_pat
 
 
 def test_switching_model_and_clicking_an_example(url: str, models: ServedModels, tmp_path: Path) -> None:
-    with open_chromium(tmp_path / "profile") as browser:
-        page = browser.new_page()
-        page.goto(url)
-        page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
+    with ready_page(url, tmp_path / "profile") as page:
         draw(page, "#classify-canvas", SEVEN)
         verdict_is_not(page, "Draw something")
         page.click("#classify-model input")  # the menu: the drawing is answered again by the new model
