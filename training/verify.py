@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     result = verify_published(args.store, args.name, args.data_root)
     print(f"{result['model']} {result['version']}: {100 * result['accuracy']:.2f}% on {result['images']:,} "
-          f"official test images sent as PNG (manifest says {100 * result['manifest_accuracy']:.2f}%): "
+          f"test images sent as PNG (manifest says {100 * result['manifest_accuracy']:.2f}%): "
           f"{'OK' if result['matches'] else 'MISMATCH'}")
     return 0 if result["matches"] else 1
 
