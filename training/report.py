@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     text = ("# Results\n\nEvery finished run in `runs/`, collected by `python -m training.report`. Test "
             "figures are on the official test split of each data set (for the five-class FashionMNIST "
-            "experiments: the 5,000 test images of those classes), measured once at the end of training; "
+            "experiments: the 5,000 test images of those classes; for the heart table, which has none: a fixed "
+            "stratified 200-row split; the 27 Greek letters have no test split at all, so their row also gives "
+            "the leave-one-out figure), measured once at the end of training; "
             "nothing was selected on the test set. Wall times are as measured, training included, on machines that "
             "were often running other jobs at the same time; clean throughput figures are in "
             "[BENCHMARKS.md](BENCHMARKS.md).\n\n" + results_table(args.runs_dir) + "\n")
