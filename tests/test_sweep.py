@@ -18,7 +18,7 @@ MAX_TRIALS = {"fashion_grid": 1, "fashion_epochs": 2}
 
 def _settings(root: Path, tmp: Path, **changes) -> sweep.Settings:
     return sweep.Settings(data_root=root, out=tmp / "sweeps", runs_dir=tmp / "runs", device="cpu",
-                          overrides={**TINY, **changes})
+                          overrides={**TINY, **changes}, retrain_limit=TINY["train_limit"])
 
 
 @pytest.mark.parametrize("name", sorted(sweep.STUDIES))
@@ -37,6 +37,7 @@ def test_study_end_to_end(name: str, data_root: Path, tmp_path: Path) -> None:
         assert "cross-validation on the training split" in text
         retrained = json.loads((tmp_path / "runs" / study.retrain / "report.json").read_text())
         assert retrained["epochs"] == get_config(study.retrain).epochs  # the report's 20, not --epochs
+        assert retrained["train_size"] + round(TINY["train_limit"] / 6) == TINY["train_limit"]  # 1/6 validation
         assert (tmp_path / "runs" / study.retrain / "model.onnx").is_file()
 
 

@@ -156,6 +156,7 @@ class Settings:
     runs_dir: Path = Path("runs")          # where a CV study's retrained best run goes (training.report reads it)
     device: str = "auto"
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # applied to every trial's configs
+    retrain_limit: int | None = None       # training images of the retrained best (None: all; overrides don't apply)
 
 
 def _same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
@@ -279,9 +280,12 @@ def run_study(study: Study, settings: Settings, jobs: int = 1, max_trials: int |
 
 
 def _retrain(study: Study, best: Trial, settings: Settings) -> dict[str, Any]:
-    """The registered experiment with the winning network, on the whole training split, into the runs folder."""
-    limits = {k: v for k, v in settings.overrides.items() if k != "epochs"}  # its epochs are the report's
-    cfg = get_config(study.retrain).replace(model_kwargs=best.stages[-1].model_kwargs, **limits)
+    """The registered experiment with the winning network, on the whole training split, into the runs folder.
+
+    A cheap search (--train-limit, --epochs) still retrains its winner in full, as the experiment says.
+    """
+    cfg = get_config(study.retrain).replace(model_kwargs=best.stages[-1].model_kwargs,
+                                            train_limit=settings.retrain_limit)
     opts = RunOptions(data_root=settings.data_root, runs_dir=settings.runs_dir, device=settings.device,
                       publish=False, command=f"python -m training.sweep {study.name}")
     log.info("%s: retraining the best network (%s) as %s for %d epochs", study.name, best.name, cfg.name, cfg.epochs)
@@ -340,6 +344,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=int, help="use only the first N training images of every trial")
     p.add_argument("--test-limit", type=int, help="use only the first N test images of every trial")
     p.add_argument("--max-trials", type=int, help="run only the first N trials (of a grid, say)")
+    p.add_argument("--retrain-limit", type=int,
+                   help="train the retrained best on only the first N training images (default: all; smoke runs)")
     return p
 
 
@@ -362,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"epochs": args.epochs, "train_limit": args.train_limit,
                                    "test_limit": args.test_limit}.items() if v is not None}
     settings = Settings(data_root=args.data_root, out=args.out, runs_dir=args.runs_dir, device=args.device,
-                        overrides=overrides)
+                        overrides=overrides, retrain_limit=args.retrain_limit)
     try:
         summary = run_study(study, settings, args.jobs or default_jobs(args.device), args.max_trials)
     except (DataNotFound, SweepError) as err:
