@@ -279,7 +279,8 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
         ),
         ExperimentConfig(
             name="greek_transfer",
-            description="Report C transfer: the trained MNIST CNN frozen, a new 3-way last layer for alpha, beta, gamma",
+            description="Report C transfer: the trained MNIST CNN frozen, a new 3-way last layer for "
+                        "alpha, beta, gamma",
             report_figure="27/27 (100%) on its 27 training images after about 169 epochs (Report C)",
             target=1.0,
             served_as="greek",

@@ -157,6 +157,7 @@ class Settings:
     device: str = "auto"
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # applied to every trial's configs
     retrain_limit: int | None = None       # training images of the retrained best (None: all; overrides don't apply)
+    command: str = ""                      # recorded in the results and the runs (default: the plain command)
 
 
 def _same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
@@ -181,7 +182,8 @@ def _run_trial(study: Study, trial: Trial, settings: Settings) -> None:
     """Train a test-split trial's stages in its own runs folder; write its result file."""
     folder = _trial_dir(study, trial, settings)
     opts = RunOptions(data_root=settings.data_root, runs_dir=folder / "runs", device=settings.device,
-                      publish=False, artifacts=False, command=f"python -m training.sweep {study.name}")
+                      publish=False, artifacts=False,
+                      command=settings.command or f"python -m training.sweep {study.name}")
     reports = [run_stage(cfg, opts) for cfg in trial.configs(settings.overrides)]
     last = reports[-1]
     atomic_write_json(folder / "result.json", {
@@ -275,7 +277,7 @@ def run_study(study: Study, settings: Settings, jobs: int = 1, max_trials: int |
     summary: dict[str, Any] = {"study": study.name, "metric": study.metric, "rows": rows, "best": best["trial"]}
     if study.retrain:
         summary["retrained"] = _retrain(study, next(t for t in trials if t.name == best["trial"]), settings)
-    write_results(study, summary, Path(settings.out) / study.name)
+    write_results(study, summary, Path(settings.out) / study.name, settings.command)
     return summary
 
 
@@ -287,14 +289,14 @@ def _retrain(study: Study, best: Trial, settings: Settings) -> dict[str, Any]:
     cfg = get_config(study.retrain).replace(model_kwargs=best.stages[-1].model_kwargs,
                                             train_limit=settings.retrain_limit)
     opts = RunOptions(data_root=settings.data_root, runs_dir=settings.runs_dir, device=settings.device,
-                      publish=False, command=f"python -m training.sweep {study.name}")
+                      publish=False, command=settings.command or f"python -m training.sweep {study.name}")
     log.info("%s: retraining the best network (%s) as %s for %d epochs", study.name, best.name, cfg.name, cfg.epochs)
     report = run_stage(cfg, opts)
     return {"experiment": cfg.name, "trial": best.name, "test_accuracy": report["metrics"]["test_accuracy"],
             "epochs": report["epochs"], "report": str(Path(settings.runs_dir) / cfg.name / "report.md")}
 
 
-def write_results(study: Study, summary: dict[str, Any], folder: Path) -> None:
+def write_results(study: Study, summary: dict[str, Any], folder: Path, command: str = "") -> None:
     """results.csv, results.md, comparison.png and summary.json in `folder`."""
     rows, metric = summary["rows"], study.metric
     factor_names = list(dict.fromkeys(k for r in rows for k in r["factors"]))
@@ -311,7 +313,7 @@ def write_results(study: Study, summary: dict[str, Any], folder: Path) -> None:
               "across folds); the test split was not used to choose" if study.folds
               else "accuracy on the test split, as the report compared")
     lines = [f"# Study {study.name}", "", study.description + ".", "", f"Report: {study.report_figure}.", "",
-             f"Scored by {scored}. Command: `python -m training.sweep {study.name}`.", "",
+             f"Scored by {scored}. Command: `{command or f'python -m training.sweep {study.name}'}`.", "",
              "| " + " | ".join(h.replace("_", " ") for h in header) + " |",
              "|" + "---|" * len(header)]
     for row in table:
@@ -368,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"epochs": args.epochs, "train_limit": args.train_limit,
                                    "test_limit": args.test_limit}.items() if v is not None}
     settings = Settings(data_root=args.data_root, out=args.out, runs_dir=args.runs_dir, device=args.device,
-                        overrides=overrides, retrain_limit=args.retrain_limit)
+                        overrides=overrides, retrain_limit=args.retrain_limit,
+                        command=" ".join(["python -m training.sweep", *(sys.argv[1:] if argv is None else argv)]))
     try:
         summary = run_study(study, settings, args.jobs or default_jobs(args.device), args.max_trials)
     except (DataNotFound, SweepError) as err:

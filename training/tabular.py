@@ -38,7 +38,10 @@ DECISION_THRESHOLD = 0.5  # probability from which the positive class is answere
 
 
 def parse_rows(rows: Sequence[Mapping[str, str]]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """CSV rows (strings) -> {column: values} (floats, or category strings) and 0/1 labels; ValueError names the bad cell."""
+    """CSV rows (strings) -> {column: values} (floats or category strings) and 0/1 labels.
+
+    A ValueError names the line and column of a bad cell.
+    """
     table: dict[str, list] = {name: [] for name in HEART_FEATURES}
     labels = []
     for line, row in enumerate(rows, start=2):  # line 1 is the header
