@@ -48,6 +48,17 @@ def test_dark_ink_on_white_paper_is_inverted_cropped_and_centred() -> None:
     assert abs(cy - 14) < 1.5 and abs(cx - 14) < 1.5
 
 
+def test_grey_paper_becomes_black_and_faint_ink_bright() -> None:
+    """A scan: paper at 207 of 255 (the Greek letters'), strokes at 80; neither may stay grey."""
+    scan = np.full((133, 133), 207, np.uint8)
+    scan[30:100, 60:70] = 80
+    out = prepare_image(decode_image(_png(Image.fromarray(scan))), DIGIT)[0]
+    assert out.max() == pytest.approx(1.0, abs=0.02) and out[0, 0] == 0
+    assert (out > 0.1).sum() < 0.3 * out.size  # only the stroke, not a grey square of paper
+    rows, cols = np.nonzero(out > 0.5)
+    assert rows.max() - rows.min() + 1 in (19, 20, 21)
+
+
 def test_canvas_rgba_strokes_on_transparent_background() -> None:
     """Gradio's Sketchpad: black strokes, transparent elsewhere."""
     rgba = np.zeros((400, 400, 4), np.uint8)

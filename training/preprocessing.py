@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 DEFAULT_MAX_PIXELS = 4096 * 4096
 LAYOUTS = ("digit", "garment", "photo")
 _INK_THRESHOLD = 0.2  # share of full intensity above which a pixel counts as ink when cropping
+_MIN_CONTRAST = 0.2   # ink standing at least this far above the background is stretched to full intensity
 _DIGIT_BOX = 20 / 28  # MNIST fits each digit's longer side into 20 of its 28 pixels
 
 
@@ -88,9 +89,26 @@ def _grey(pixels: np.ndarray) -> np.ndarray:
     return pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as PIL's "L"
 
 
+def _border_level(grey: np.ndarray) -> float:
+    return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+
+
 def _background_is_light(grey: np.ndarray) -> bool:
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return float(np.median(border)) > 0.5
+    return _border_level(grey) > 0.5
+
+
+def _flatten_background(grey: np.ndarray) -> np.ndarray:
+    """Background to black, ink to full intensity, as in MNIST.
+
+    Scanned or photographed paper is grey, not white (the Greek letters' paper is about 0.81), so once
+    inverted it would sit at about 0.19 and count as ink; faint pencil would stay faint. The border's
+    median is taken as the background level and subtracted; clear ink is then stretched to reach 1.
+    """
+    ink = grey - _border_level(grey)
+    top = float(ink.max())
+    if top <= 0:
+        return np.zeros_like(grey)
+    return np.clip(ink / top if top >= _MIN_CONTRAST else ink, 0, 1).astype(np.float32)
 
 
 def _resize(grey: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -166,7 +184,7 @@ def prepare_image(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     if light:
         grey = 1.0 - grey
     layout = _layout_digit if spec.layout == "digit" else _layout_garment
-    return layout(grey, spec.height, spec.width)[None]
+    return layout(_flatten_background(grey), spec.height, spec.width)[None]
 
 
 def is_blank(x: np.ndarray, threshold: float = 0.05) -> bool:
