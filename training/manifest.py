@@ -9,10 +9,10 @@ from .export import input_name, output_name
 from .registry import ExperimentConfig, config_to_dict
 
 _LAYOUT_WORDS = {
-    "digit": "greyscale; dark-on-light images are inverted; the ink is cropped, scaled into a 20x20 box "
-             "and centred by its centre of mass in 28x28, as MNIST digits are",
-    "garment": "greyscale; dark-on-light images are inverted; the object is cropped and scaled to fill "
-               "the frame, centred, as FashionMNIST images are",
+    "digit": "greyscale; dark-on-light images are inverted and the background flattened to black; the ink "
+             "is cropped, scaled into a 20x20 box and centred by its centre of mass in 28x28, as MNIST digits are",
+    "garment": "greyscale; dark-on-light images are inverted and the background flattened to black; the object "
+               "is cropped and scaled to fill the frame, centred, as FashionMNIST images are",
     "photo": "RGB; resized to the model's size",
 }
 
