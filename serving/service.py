@@ -2,7 +2,8 @@
 
     bentoml serve serving.service:ModelService        # from the repository root; port 3000
 
-The store is ./models_store, or the folder named by $MODELS_STORE. The endpoints validate, call one
+The store is ./models_store, or the folder named by $MODELS_STORE. The Gradio demo (demo/) is mounted at
+/ui over the same store; Swagger UI for the API is at /. The endpoints validate, call one
 function of serving.runtime and shape the answer; serving.guard answers malformed requests before
 BentoML parses them and turns every error into {"error": "..."}.
 """
@@ -22,6 +23,7 @@ from PIL import Image
 from pydantic import Field, ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from demo.mount import ui_app
 from serving.errors import ServingError
 from serving.guard import RequestGuard
 from serving.runtime import DEFAULT_TOP_K, load_models
@@ -51,6 +53,7 @@ def error_response(err: ServingError) -> JSONResponse:
 
 @bentoml.service(name="classic-dl", traffic={"timeout": 60})
 @bentoml.asgi_app(http, path="/")
+@bentoml.asgi_app(ui_app(), path="/ui")
 class ModelService:
     """Classifiers, the autoencoder and the heart model of models_store/, one ONNX Runtime session each."""
 

@@ -106,6 +106,13 @@ def test_bentoml_serve_answers_every_endpoint(server: Server, tmp_path: Path) ->
     assert httpx.get(server.url + "/livez").status_code == 200
 
 
+def test_bentoml_serve_mounts_the_demo_over_the_same_store(server: Server) -> None:
+    page = httpx.get(server.url + "/ui/", timeout=30)
+    assert page.status_code == 200 and "classic-dl demo" in page.text, page.text[:500]
+    endpoints = httpx.get(server.url + "/ui/gradio_api/info", timeout=30).json()["named_endpoints"]
+    assert {"/classify_drawing", "/classify_upload", "/reconstruct_upload", "/heart"} <= set(endpoints)
+
+
 def test_bentoml_serve_batches_concurrent_requests_and_survives_bad_input(server: Server, store: Path) -> None:
     png = io.BytesIO()
     Image.new("L", (28, 28)).save(png, format="PNG")
@@ -137,8 +144,8 @@ def test_bentoml_serve_batches_concurrent_requests_and_survives_bad_input(server
 def test_bentoml_build_packs_a_bento_that_serves_the_store_offline(store: Path, tmp_path: Path) -> None:
     """Build from a copy of the project with the tiny store, with no network, then serve the Bento."""
     project = tmp_path / "project"
-    shutil.copytree(REPO / "serving", project / "serving", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "training", project / "training", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("serving", "training", "demo"):
+        shutil.copytree(REPO / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(store, project / "models_store")
     shutil.copy(REPO / "bentofile.yaml", project)
     home = tmp_path / "bentoml-home"
@@ -161,5 +168,6 @@ def test_bentoml_build_packs_a_bento_that_serves_the_store_offline(store: Path, 
         bento.wait_ready()
         assert sorted(httpx.get(bento.url + "/models").json()["models"]) == [
             "fashion", "fashion_reconstruction", "heart"]
+        assert httpx.get(bento.url + "/ui/", timeout=30).status_code == 200
     finally:
         bento.stop()
