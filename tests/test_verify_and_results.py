@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from test_experiments import run_tiny
 from training import report, verify
+from training.registry import get_config
 
 
 def test_published_classifier_matches_its_manifest_over_png(fashion_root: Path, tmp_path: Path) -> None:
@@ -17,7 +20,64 @@ def test_published_classifier_matches_its_manifest_over_png(fashion_root: Path, 
 
 def test_results_table_lists_finished_runs(fashion_root: Path, tmp_path: Path) -> None:
     run_tiny("fashion_autoencoder", fashion_root, tmp_path)
-    out = tmp_path / "RESULTS.md"
-    report.main(["--runs-dir", str(tmp_path / "runs"), "--out", str(out)])
+    out, results, run_dir = tmp_path / "RESULTS.md", tmp_path / "results", tmp_path / "runs" / "fashion_autoencoder"
+    args = ["--runs-dir", str(tmp_path / "runs"), "--results", str(results), "--out", str(out)]
+    report.main(args)
+    assert not results.exists() or not any(results.iterdir())  # a run on a subset of the data is a smoke run
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "train_limit": None, "test_limit": None}))
+    report.main(args)
     text = out.read_text()
     assert "| fashion_autoencoder |" in text and "MSE" in text and "fashion_cnn |" not in text
+    assert json.loads((results / "fashion_autoencoder.json").read_text())["source"] == "run"
+
+
+def _fake_run(runs: Path, name: str, accuracy: float, finished_at: str, **config) -> None:
+    """A finished run's folder as training.run leaves it, reduced to what training.report reads."""
+    cfg = get_config(name)
+    folder = runs / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"name": name, "train_limit": None, "test_limit": None,
+                                                    **config}))
+    (folder / "report.json").write_text(json.dumps({
+        "experiment": name, "report_figure": cfg.report_figure, "target": cfg.target, "metric": cfg.metric,
+        "metrics": {"test_accuracy": accuracy, "per_sample": [0] * 100}, "epochs": 3, "wall_time_s": 90.0,
+        "hardware": "test CPU", "command": f"python -m training.fit {name}", "data_source": "synthetic",
+        "train_size": 100, "test_size": 50, "test_note": "", "finished_at": finished_at, "git_commit": "abc"}))
+
+
+def test_results_survive_their_run_folders(tmp_path: Path) -> None:
+    runs, results, store, out = tmp_path / "runs", tmp_path / "results", tmp_path / "store", tmp_path / "R.md"
+    _fake_run(runs, "mnist_mlp", 0.975, "2026-01-02T00:00:00+00:00")
+    _fake_run(runs, "cifar_cnn2", 0.60, "2026-01-02T00:00:00+00:00")
+    _fake_run(runs, "heart_mlp_report", 0.445, "2026-01-02T00:00:00+00:00")
+    _fake_run(runs, "mnist_cnn16", 0.999, "2026-01-02T00:00:00+00:00", train_limit=256)  # a smoke run
+    version = store / "digits" / "v1"
+    version.mkdir(parents=True)
+    (version / "manifest.json").write_text(json.dumps({
+        "name": "digits", "version": "v1", "report_figure": "99.12% (Report E)", "target": 0.9912,
+        "metrics": {"test_accuracy": 0.9915, "test_size": 10000},
+        "provenance": {"experiment": "mnist_cnn32", "config": {"metric": "accuracy"}, "epochs": 8,
+                       "wall_time_s": 919.0, "hardware": "AMD EPYC, 2 cores (CPU)", "train_size": 60000,
+                       "test_size": 10000, "command": "python -m training.fit mnist_cnn32",
+                       "finished_at": "2026-01-01T00:00:00+00:00", "git_commit": "def", "test_note": ""}}))
+    args = ["--runs-dir", str(runs), "--results", str(results), "--out", str(out)]
+
+    report.main([*args, "--from-store", str(store)])
+    assert sorted(p.stem for p in results.glob("*.json")) == ["cifar_cnn2", "heart_mlp_report", "mnist_cnn32",
+                                                             "mnist_mlp"]
+    assert "per_sample" not in (results / "mnist_mlp.json").read_text()
+    shutil.rmtree(runs)  # a fresh clone: no run folders, the committed summaries remain
+    report.main(args)
+    rows = {line.split(" | ")[0].strip("| "): line for line in out.read_text().splitlines() if line.startswith("| ")}
+    assert "97.50% | beaten | 3 | 1.5 min | test CPU | `python -m training.fit mnist_mlp` | run |" in rows["mnist_mlp"]
+    assert "99.15% | beaten | 8 | 15.3 min" in rows["mnist_cnn32"] and "published manifest (digits v1)" in rows[
+        "mnist_cnn32"]
+    assert "**not reached**" in rows["cifar_cnn2"] and "poor, as expected" in rows["heart_mlp_report"]
+    assert "mnist_cnn16" not in rows and "saturates" in out.read_text()
+
+    _fake_run(runs, "mnist_mlp", 0.90, "2025-12-31T00:00:00+00:00")  # older than the kept row: ignored
+    _fake_run(runs, "cifar_cnn2", 0.71, "2026-02-01T00:00:00+00:00")  # newer: replaces it
+    report.main(args)
+    text = out.read_text()
+    assert "97.50%" in text and "90.00%" not in text and "71.00% | beaten" in text and "60.00%" not in text

@@ -32,13 +32,8 @@ def _preprocessing(cfg: ExperimentConfig, tabular: dict[str, Any] | None) -> dic
             "; pixels scaled to [0, 1]. Any normalisation is inside the graph."}
 
 
-def build_manifest(cfg: ExperimentConfig, report: dict[str, Any], export_check: dict[str, Any],
-                   class_names: tuple[str, ...], input_shape: tuple[int, ...],
-                   provenance: dict[str, Any], tabular: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything a server or a person needs to use the model; store.publish_model adds the rest.
-
-    `tabular`: the data's fitted table encoding (serving/tabular.py reads it from preprocessing.tabular).
-    """
+def headline_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """A run report's metrics without per-sample detail: what manifests and docs/results/ keep."""
     metrics = {k: v for k, v in report["metrics"].items() if k in _HEADLINE}
     if "classification" in report["metrics"]:
         c = report["metrics"]["classification"]
@@ -48,6 +43,17 @@ def build_manifest(cfg: ExperimentConfig, report: dict[str, Any], export_check: 
         cv = report["metrics"]["cross_validation"]
         metrics["heldout_accuracy"], metrics["heldout_folds"] = cv.get("heldout_accuracy"), cv["folds"]
     metrics["test_size"] = report["test_size"]
+    return metrics
+
+
+def build_manifest(cfg: ExperimentConfig, report: dict[str, Any], export_check: dict[str, Any],
+                   class_names: tuple[str, ...], input_shape: tuple[int, ...],
+                   provenance: dict[str, Any], tabular: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a server or a person needs to use the model; store.publish_model adds the rest.
+
+    `tabular`: the data's fitted table encoding (serving/tabular.py reads it from preprocessing.tabular).
+    """
+    metrics = headline_metrics(report)
     name = output_name(cfg)
     out_shape = ([None, 1] if name == "probability" else [None, len(class_names)] if cfg.task == "classify"
                  else [None, *input_shape])

@@ -1,6 +1,11 @@
-"""Collect every finished run into docs/RESULTS.md: report figure against ours, same test split.
+"""Collect every finished run into docs/results/NAME.json, then render docs/RESULTS.md from those files.
 
-    python -m training.report [--runs-dir runs] [--out docs/RESULTS.md]
+    python -m training.report [--runs-dir runs] [--results docs/results] [--out docs/RESULTS.md]
+    python -m training.report --from-store models_store   # also seed rows from published models' manifests
+
+Run folders are not committed, so each finished run's summary (the table's fields and headline metrics, no
+per-sample data) is copied into a committed JSON file; the table is rendered from those files alone, and a
+clone without runs/ keeps every measured row. For one experiment the newest measurement wins.
 """
 
 from __future__ import annotations
@@ -10,63 +15,132 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_text
+from .files import atomic_write_json, atomic_write_text
+from .manifest import headline_metrics
 from .registry import EXPERIMENTS
+from .store import latest, published_names, read_manifest
+
+# What a row needs, as a run's report.json and a published manifest's provenance both name it.
+_FIELDS = ("experiment", "epochs", "wall_time_s", "hardware", "command", "data_source", "train_size",
+           "test_size", "test_note", "finished_at", "git_commit")
 
 
-def _ours(report: dict[str, Any]) -> str:
-    m = report["metrics"]
+def summary_from_run(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished full run; None when unfinished or a smoke run on a subset of the data."""
+    report_path, config_path = run_dir / "report.json", run_dir / "config.json"
+    if not report_path.is_file():
+        return None
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    if config.get("train_limit") is not None or config.get("test_limit") is not None:
+        return None
+    r = json.loads(report_path.read_text(encoding="utf-8"))
+    return {**{k: r.get(k) for k in _FIELDS}, "report_figure": r["report_figure"], "target": r["target"],
+            "metric": r.get("metric", "accuracy"), "metrics": headline_metrics(r), "source": "run"}
+
+
+def summary_from_manifest(version_dir: Path) -> dict[str, Any]:
+    """The summary a published model's manifest gives, for a run whose folder is gone."""
+    m = read_manifest(version_dir)
+    p = m["provenance"]
+    return {**{k: p.get(k) for k in _FIELDS}, "report_figure": m["report_figure"], "target": m["target"],
+            "metric": p["config"].get("metric", "accuracy"), "metrics": m["metrics"],
+            "source": f"published manifest ({m['name']} {m['version']})"}
+
+
+def collect(runs_dir: Path, results_dir: Path, store: Path | None = None) -> list[str]:
+    """Write docs/results/NAME.json for every finished run (and published model); the names written."""
+    found = [summary_from_manifest(latest(store, name)) for name in published_names(store)] if store else []
+    found += [s for name in EXPERIMENTS if (s := summary_from_run(Path(runs_dir) / name))]
+    written = []
+    for summary in found:
+        path = Path(results_dir) / f"{summary['experiment']}.json"
+        kept = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if (summary["finished_at"] or "") >= (kept.get("finished_at") or ""):
+            atomic_write_json(path, summary)
+            written.append(summary["experiment"])
+    return written
+
+
+def _ours(r: dict[str, Any]) -> str:
+    m = r["metrics"]
     if "test_accuracy" in m:
         ours = f"{100 * m['test_accuracy']:.2f}%"
-        if report.get("test_note"):
-            ours += f" on its {report['test_size']} training images"
-        cv = m.get("cross_validation")
-        if cv and "heldout_accuracy" in cv:
-            n = sum(r["size"] for r in cv["per_fold"])
-            ours += (f"; held out ({cv['folds']}-fold CV on the training split): "
-                     f"{100 * cv['heldout_accuracy']:.2f}% ({round(cv['heldout_accuracy'] * n)}/{n})")
+        if r.get("test_note"):
+            ours += f" on its {r['test_size']} training images"
+        if m.get("heldout_accuracy") is not None:
+            n = r["train_size"]  # the folds partition the training split
+            ours += (f"; held out ({m['heldout_folds']}-fold CV on the training split): "
+                     f"{100 * m['heldout_accuracy']:.2f}% ({round(m['heldout_accuracy'] * n)}/{n})")
         return ours
     return f"MSE {m['test_mse']:.5f} (denoising {m['test_noisy_input_mse']:.4f} -> {m['test_denoise_mse']:.4f})"
 
 
-def _verdict(report: dict[str, Any]) -> str:
-    target, m = report.get("target"), report["metrics"]
+def _verdict(r: dict[str, Any]) -> str:
+    target, m = r.get("target"), r["metrics"]
     if target is None:
         return "no figure"
     value = m.get("test_accuracy", m.get("test_mse"))
-    beats = value >= target if report.get("metric", "accuracy") == "accuracy" else value <= target
-    return "beaten" if beats else "**not reached**"
+    if value >= target if r.get("metric", "accuracy") == "accuracy" else value <= target:
+        return "beaten"
+    return "poor, as expected (note)" if EXPERIMENTS[r["experiment"]].failed_recipe else "**not reached**"
 
 
-def results_table(runs_dir: Path) -> str:
-    """Markdown: one row per finished run, in registry order."""
+def _row(name: str, r: dict[str, Any]) -> str:
+    if "metrics" not in r:  # a status entry written by hand: no finished run (its note says why)
+        return f"| {name} | {r['report_figure']} | not run | **not run** (note) | | | | | |"
+    return (f"| {name} | {r['report_figure']} | {_ours(r)} | {_verdict(r)} | {r['epochs']} "
+            f"| {r['wall_time_s'] / 60:.1f} min | {r['hardware']} | `{r['command']}` | {r['source']} |")
+
+
+def results_table(results_dir: Path) -> tuple[str, list[str]]:
+    """Markdown: one row per docs/results/NAME.json, in registry order; and the notes under it."""
     rows = ["| experiment | report figure | ours (same test split) | verdict | epochs | wall time | hardware "
-            "| command |", "|---|---|---|---|---:|---:|---|---|"]
-    for name in EXPERIMENTS:
-        path = runs_dir / name / "report.json"
+            "| command | from |", "|---|---|---|---|---:|---:|---|---|---|"]
+    notes = []
+    for name, cfg in EXPERIMENTS.items():
+        path = Path(results_dir) / f"{name}.json"
         if not path.is_file():
             continue
         r = json.loads(path.read_text(encoding="utf-8"))
-        rows.append(f"| {name} | {r['report_figure']} | {_ours(r)} | {_verdict(r)} | {r['epochs']} "
-                    f"| {r['wall_time_s'] / 60:.1f} min | {r['hardware']} | `{r['command']}` |")
-    return "\n".join(rows)
+        rows.append(_row(name, r))
+        if r.get("note"):
+            notes.append(f"- **{name}**: {r['note']}")
+        if cfg.failed_recipe:
+            notes.append(f"- **{name}** reproduces a failed recipe on purpose: {cfg.failed_recipe}.")
+    return "\n".join(rows), notes
+
+
+_INTRO = (
+    "# Results\n\nEvery finished run, collected by `python -m training.report` into `docs/results/NAME.json` "
+    "(committed, so rows survive the run folders) and rendered from there. \"from\" says where a row was "
+    "measured: a run collected from `runs/`, or a published model's manifest in `models_store/` whose run folder "
+    "is gone (`--from-store`). Test figures are on the official test split of each data set (for the five-class "
+    "FashionMNIST experiments: the 5,000 test images of those classes; for the heart table, which has none: a "
+    "fixed stratified 200-row split; the 27 Greek letters have no test split at all, so their row also gives "
+    "the leave-one-out figure), measured once at the end of training; nothing was selected on the test set. "
+    "Wall times are as measured, training included, on machines that were often running other jobs at the same "
+    "time; clean throughput figures are in [BENCHMARKS.md](BENCHMARKS.md).\n\n")
+
+
+def render(results_dir: Path) -> str:
+    table, notes = results_table(results_dir)
+    return _INTRO + table + "\n" + ("\nNotes:\n\n" + "\n".join(notes) + "\n" if notes else "")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m training.report", description=__doc__.split("\n")[0])
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--results", type=Path, default=Path("docs/results"),
+                   help="one committed JSON summary per experiment (default: docs/results)")
+    p.add_argument("--from-store", type=Path, metavar="STORE",
+                   help="also collect each published model's latest manifest (rows whose run folder is gone)")
     p.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
     args = p.parse_args(argv)
-    text = ("# Results\n\nEvery finished run in `runs/`, collected by `python -m training.report`. Test "
-            "figures are on the official test split of each data set (for the five-class FashionMNIST "
-            "experiments: the 5,000 test images of those classes; for the heart table, which has none: a fixed "
-            "stratified 200-row split; the 27 Greek letters have no test split at all, so their row also gives "
-            "the leave-one-out figure), measured once at the end of training; "
-            "nothing was selected on the test set. Wall times are as measured, training included, on machines that "
-            "were often running other jobs at the same time; clean throughput figures are in "
-            "[BENCHMARKS.md](BENCHMARKS.md).\n\n" + results_table(args.runs_dir) + "\n")
+    written = collect(args.runs_dir, args.results, args.from_store)
+    text = render(args.results)
     atomic_write_text(args.out, text)
     print(text)
+    print(f"collected into {args.results}: {', '.join(written) or 'nothing new'}")
 
 
 if __name__ == "__main__":
