@@ -188,11 +188,16 @@ def _image(image: bytes | Image.Image) -> Image.Image:
         raise BadInput(str(err)) from err
 
 
-def top_labels(served: ServedModel, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
-    """The answer for one image: best label, its index, and the top_k labels with probabilities."""
-    order = np.argsort(-probabilities, kind="stable")[:top_k]
-    return {"label": served.labels[order[0]], "index": int(order[0]),
-            "top": [{"label": served.labels[i], "probability": float(probabilities[i])} for i in order]}
+def top_labels(served: ServedModel, probabilities: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+    """The answer for each row of (N, K) probabilities: best label, its index, the top_k labels with probabilities."""
+    # One argsort for the whole batch, then plain Python numbers: a per-row loop over numpy scalars
+    # cost 6% of a 256-image /classify_batch request (py-spy, bench.serve).
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    best = np.take_along_axis(probabilities, order, axis=1).tolist()
+    labels = served.labels
+    return [{"label": labels[row[0]], "index": row[0],
+             "top": [{"label": labels[i], "probability": p} for i, p in zip(row, chances)]}
+            for row, chances in zip(order.tolist(), best)]
 
 
 @dataclass
@@ -238,8 +243,8 @@ class ServedModels:
     def answer(self, name: str, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
         """POST /classify's answer shape for one image's probabilities."""
         served = self.get(name, "/classify")
-        return {"model": name, "version": served.version, **top_labels(served, probabilities, _top_k(top_k)),
-                "provider": served.provider}
+        (best,) = top_labels(served, probabilities[None], _top_k(top_k))
+        return {"model": name, "version": served.version, **best, "provider": served.provider}
 
     def classify(self, name: str, image: bytes | Image.Image, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify one image (encoded bytes or a PIL image) with model `name`."""
@@ -267,7 +272,7 @@ class ServedModels:
         probabilities = self.probabilities(name, pixels)
         k = _top_k(top_k)
         return {"model": name, "version": served.version, "provider": served.provider, "count": len(pixels),
-                "results": [top_labels(served, p, k) for p in probabilities]}
+                "results": top_labels(served, probabilities, k)}
 
     def reconstruct(self, name: str, image: bytes | Image.Image) -> Image.Image:
         """The autoencoder's output for `image`, as an 8-bit greyscale or RGB image."""

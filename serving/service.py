@@ -51,6 +51,12 @@ def error_response(err: ServingError) -> JSONResponse:
     return JSONResponse({"error": str(err)}, status_code=err.status)
 
 
+def json_answer(answer: dict[str, Any]) -> JSONResponse:
+    """The answer as sent: BentoML would validate a returned dict against the declared output and build its
+    JSON schema on every request (12% of a /classify request's event-loop time, py-spy, bench.serve)."""
+    return JSONResponse(answer)
+
+
 @bentoml.service(name="classic-dl", traffic={"timeout": 60})
 @bentoml.asgi_app(http, path="/")
 @bentoml.asgi_app(ui_app(), path="/ui")
@@ -81,7 +87,7 @@ class ModelService:
     async def classify(self, image: ImageFile, model: ModelName, top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify one image; concurrent requests for a model share ONNX Runtime calls (adaptive batching)."""
         try:
-            return await self.models.classify_shared(model, image.read_bytes(), top_k)
+            return json_answer(await self.models.classify_shared(model, image.read_bytes(), top_k))
         except ServingError as err:
             return error_response(err)
 
@@ -89,7 +95,7 @@ class ModelService:
     def classify_batch(self, images: NpyFile, model: ModelName, top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify an .npy upload of (N, C, H, W) images already in training form (uint8 or float32 in [0, 1])."""
         try:
-            return self.models.classify_array(model, images.read_bytes(), top_k)
+            return json_answer(self.models.classify_array(model, images.read_bytes(), top_k))
         except ServingError as err:
             return error_response(err)
 
@@ -109,7 +115,7 @@ class ModelService:
     def heart(self, row: HeartRow, /) -> dict[str, Any]:
         """Probability of heart disease for one row of heart.csv's columns, as a JSON object."""
         try:
-            return self.models.predict_heart(row)
+            return json_answer(self.models.predict_heart(row))
         except ServingError as err:
             return error_response(err)
 
