@@ -20,6 +20,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -288,6 +289,67 @@ def check_answers(running: dict[str, Server], bodies: dict[str, tuple[Path, str]
             raise RuntimeError(f"{server.name} /classify_batch answered {answer.status_code}: {answer.text[:300]}")
 
 
+# -- profile
+
+IDLE_LEAVES = ("_worker (concurrent/futures/thread.py", "Condition.wait", "EpollSelector.select")  # waiting, not working
+# Where a request's time goes: (what, frame names); a sample counts once per line if any of its frames matches.
+PROFILE_PARTS = [
+    ("HTTP/1.1 parsing and writes (uvicorn h11)", ("H11Protocol.data_received", "RequestResponseCycle.send")),
+    ("our request guard: read the body, check the form (serving/guard.py)",
+     ("RequestGuard._read_body", "RequestGuard._check_form")),
+    ("BentoML: parse the multipart form, write the upload to a temp file, validate the input",
+     ("IOMixin.from_http_request",)),
+    ("BentoML: tracing spans (OpenTelemetry), access log, metrics",
+     ("Tracer.start_as_current_span", "Tracer.start_span", "Span.end", "Logger._log",
+      "RunnerTrafficMetricsMiddleware.__call__.<locals>.wrapped_send")),
+    ("image decoding and preprocessing (training/preprocessing.py)", ("ServedModels.prepare",)),
+    ("ONNX Runtime session.run", ("Session.run",)),
+    ("answer: labels, JSON (serving/runtime.py, json_answer)", ("ServedModels.answer", "top_labels", "json_answer")),
+    ("BentoML: validate the returned dict, JSON schema, serialise", ("IOMixin.to_http_response",)),
+]
+
+
+def profile_summary(raw: Path) -> list[tuple[str, float]]:
+    """(what, share of busy samples) for PROFILE_PARTS, from py-spy's raw (collapsed stack) output."""
+    busy, counts = 0, [0] * len(PROFILE_PARTS)
+    for line in raw.read_text(encoding="utf-8").splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")[1:]
+        if not frames or frames[-1].startswith(IDLE_LEAVES):
+            continue
+        busy += int(n)
+        names = {f.split(" (")[0] for f in frames}
+        for i, (_, wanted) in enumerate(PROFILE_PARTS):
+            counts[i] += int(n) if names.intersection(wanted) else 0
+    return [(what, c / busy if busy else 0.0) for (what, _), c in zip(PROFILE_PARTS, counts)]
+
+
+def profile(server: Server, scenario: Scenario, body: Path, content_type: str, seconds: float, out: Path) -> dict:
+    """py-spy samples the server's process tree while wrk loads it; the summary, and the raw stacks in `out`."""
+    raw = out / f"profile_{scenario.path.strip('/')}_c{scenario.concurrency}.txt"
+    load = threading.Thread(target=run_wrk, args=(server.url + scenario.path, body, content_type,
+                                                  scenario.concurrency, seconds + 2))
+    load.start()
+    time.sleep(1)  # let wrk connect
+    subprocess.run([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                    str(server.process.pid), "--subprocesses", "--duration", f"{seconds:g}", "--rate", "50",
+                    "--format", "raw", "--output", str(raw)], check=True, capture_output=True)
+    load.join()
+    return {"label": scenario.label, "concurrency": scenario.concurrency, "raw": str(raw),
+            "parts": profile_summary(raw)}
+
+
+def render_profiles(profiles: list[dict]) -> str:
+    if not profiles:
+        return ""
+    head = "| where the server's busy time goes (py-spy, share of busy samples) | " + \
+        " | ".join(f"{p['label']} c{p['concurrency']}" for p in profiles) + " |"
+    lines = [head, "|---|" + "---:|" * len(profiles)]
+    for i, (what, _) in enumerate(PROFILE_PARTS):
+        lines.append(f"| {what} | " + " | ".join(f"{p['parts'][i][1]:.0%}" for p in profiles) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # -- results
 
 
@@ -391,13 +453,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results = {s: measure(s, args.duration) for s in order}
             rounds.append([results[s] for s in plan])
             print(f"round {i + 1}/{args.rounds} done", file=sys.stderr)
+        profiles = [] if not args.profile else [
+            profile(running["ours"], s, *bodies[s.body], args.profile, out) for s in plan
+            if s.server == "ours" and (s.body == "batch" or s.concurrency == max(args.concurrency))]
     finally:
         for server in running.values():
             server.stop()
     return {"date": utc_now(), "machine": hardware(), "provider": session.get_providers()[0],
             "command": "python -m bench.serve " + " ".join(sys.argv[1:]), "batch_source": source,
             "duration_s": args.duration, "rounds": rounds, "rows": summarise(rounds),
-            "ratios": ratios(rounds, max(args.concurrency))}
+            "ratios": ratios(rounds, max(args.concurrency)), "profiles": profiles}
 
 
 def report(results: dict[str, Any]) -> str:
@@ -405,7 +470,8 @@ def report(results: dict[str, Any]) -> str:
     return (f"Serving throughput, {results['date']}, {results['machine']}, {results['provider']}; "
             f"`{results['command']}`; {len(results['rounds'])} interleaved rounds of {results['duration_s']:g} s "
             f"per row; batch: {results['batch_source']}\n\n{render_table(results['rows'])}\n\n"
-            f"{render_ratios(results['ratios'], errors, max(r['concurrency'] for r in results['rows']))}\n")
+            f"{render_ratios(results['ratios'], errors, max(r['concurrency'] for r in results['rows']))}\n\n"
+            f"{render_profiles(results.get('profiles', []))}")
 
 
 def main() -> None:
@@ -421,6 +487,8 @@ def main() -> None:
                    help="cpu hides any GPU from the servers; cuda lets ORT and the naive app use one")
     p.add_argument("--before", type=Path, metavar="CHECKOUT",
                    help="also measure the serving.service of this checkout (e.g. a git worktree of HEAD~1)")
+    p.add_argument("--profile", type=float, default=0, metavar="SECONDS",
+                   help="after the rounds, py-spy our server this long under /classify and /classify_batch load")
     p.add_argument("--out", type=Path, default=Path("runs/bench_serve"), help="results.json, results.md, logs")
     args = p.parse_args()
     results = run(args)
