@@ -21,7 +21,8 @@ def test_published_classifier_matches_its_manifest_over_png(fashion_root: Path, 
 def test_results_table_lists_finished_runs(fashion_root: Path, tmp_path: Path) -> None:
     run_tiny("fashion_autoencoder", fashion_root, tmp_path)
     out, results, run_dir = tmp_path / "RESULTS.md", tmp_path / "results", tmp_path / "runs" / "fashion_autoencoder"
-    args = ["--runs-dir", str(tmp_path / "runs"), "--results", str(results), "--out", str(out)]
+    args = ["--runs-dir", str(tmp_path / "runs"), "--results", str(results), "--out", str(out),
+            "--sweeps-dir", str(tmp_path / "sweeps")]
     report.main(args)
     assert not results.exists() or not any(results.iterdir())  # a run on a subset of the data is a smoke run
     config = json.loads((run_dir / "config.json").read_text())
@@ -61,13 +62,20 @@ def test_results_survive_their_run_folders(tmp_path: Path) -> None:
                        "wall_time_s": 919.0, "hardware": "AMD EPYC, 2 cores (CPU)", "train_size": 60000,
                        "test_size": 10000, "command": "python -m training.fit mnist_cnn32",
                        "finished_at": "2026-01-01T00:00:00+00:00", "git_commit": "def", "test_note": ""}}))
-    args = ["--runs-dir", str(runs), "--results", str(results), "--out", str(out)]
+    study = tmp_path / "sweeps" / "mnist_normalization"
+    study.mkdir(parents=True)
+    (study / "results.md").write_text("# Study mnist_normalization\n\nWith and without.\n\n"
+                                      "![comparison](comparison.png)\n")
+    args = ["--runs-dir", str(runs), "--results", str(results), "--out", str(out),
+            "--sweeps-dir", str(tmp_path / "sweeps")]
 
     report.main([*args, "--from-store", str(store)])
     assert sorted(p.stem for p in results.glob("*.json")) == ["cifar_cnn2", "heart_mlp_report", "mnist_cnn32",
                                                              "mnist_mlp"]
     assert "per_sample" not in (results / "mnist_mlp.json").read_text()
+    assert "(mnist_normalization.png)" in (results / "studies" / "mnist_normalization.md").read_text()
     shutil.rmtree(runs)  # a fresh clone: no run folders, the committed summaries remain
+    shutil.rmtree(study)
     report.main(args)
     rows = {line.split(" | ")[0].strip("| "): line for line in out.read_text().splitlines() if line.startswith("| ")}
     assert "97.50% | beaten | 3 | 1.5 min | test CPU | `python -m training.fit mnist_mlp` | run |" in rows["mnist_mlp"]
@@ -75,6 +83,7 @@ def test_results_survive_their_run_folders(tmp_path: Path) -> None:
         "mnist_cnn32"]
     assert "**not reached**" in rows["cifar_cnn2"] and "poor, as expected" in rows["heart_mlp_report"]
     assert "mnist_cnn16" not in rows and "saturates" in out.read_text()
+    assert "- [mnist_normalization](results/studies/mnist_normalization.md): With and without." in out.read_text()
 
     _fake_run(runs, "mnist_mlp", 0.90, "2025-12-31T00:00:00+00:00")  # older than the kept row: ignored
     _fake_run(runs, "cifar_cnn2", 0.71, "2026-02-01T00:00:00+00:00")  # newer: replaces it

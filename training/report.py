@@ -5,7 +5,8 @@
 
 Run folders are not committed, so each finished run's summary (the table's fields and headline metrics, no
 per-sample data) is copied into a committed JSON file; the table is rendered from those files alone, and a
-clone without runs/ keeps every measured row. For one experiment the newest measurement wins.
+clone without runs/ keeps every measured row. For one experiment the newest measurement wins. Study tables
+(runs/sweeps/NAME/results.md and comparison.png) are copied to docs/results/studies/ and linked.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_json, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .manifest import headline_metrics
 from .registry import EXPERIMENTS
 from .store import latest, published_names, read_manifest
@@ -59,6 +60,19 @@ def collect(runs_dir: Path, results_dir: Path, store: Path | None = None) -> lis
             atomic_write_json(path, summary)
             written.append(summary["experiment"])
     return written
+
+
+def collect_studies(sweeps_dir: Path, results_dir: Path) -> list[str]:
+    """Copy each study's table and plot (runs/sweeps/NAME/) to docs/results/studies/; the names copied."""
+    names = []
+    for table in sorted(Path(sweeps_dir).glob("*/results.md")):
+        name, out = table.parent.name, Path(results_dir) / "studies"
+        text = table.read_text(encoding="utf-8").replace("(comparison.png)", f"({name}.png)")
+        atomic_write_text(out / f"{name}.md", text)
+        if (table.parent / "comparison.png").is_file():
+            atomic_write_bytes(out / f"{name}.png", (table.parent / "comparison.png").read_bytes())
+        names.append(name)
+    return names
 
 
 def _ours(r: dict[str, Any]) -> str:
@@ -128,7 +142,16 @@ _INTRO = (
 
 def render(results_dir: Path) -> str:
     table, notes = results_table(results_dir)
-    return _INTRO + table + "\n" + ("\nNotes:\n\n" + "\n".join(notes) + "\n" if notes else "")
+    studies = [f"- [{p.stem}](results/studies/{p.name}): {_first_sentence(p)}"
+               for p in sorted((Path(results_dir) / "studies").glob("*.md"))]
+    return (_INTRO + table + "\n" + ("\nNotes:\n\n" + "\n".join(notes) + "\n" if notes else "")
+            + ("\nStudies (`python -m training.sweep NAME`), each table as its sweep wrote it:\n\n"
+               + "\n".join(studies) + "\n" if studies else ""))
+
+
+def _first_sentence(study_table: Path) -> str:
+    """The study's description: the first line after its title."""
+    return next(line for line in study_table.read_text(encoding="utf-8").splitlines()[1:] if line.strip())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,9 +161,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="one committed JSON summary per experiment (default: docs/results)")
     p.add_argument("--from-store", type=Path, metavar="STORE",
                    help="also collect each published model's latest manifest (rows whose run folder is gone)")
+    p.add_argument("--sweeps-dir", type=Path, default=Path("runs/sweeps"),
+                   help="where studies wrote their tables (default: runs/sweeps)")
     p.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
     args = p.parse_args(argv)
-    written = collect(args.runs_dir, args.results, args.from_store)
+    written = collect(args.runs_dir, args.results, args.from_store) + collect_studies(args.sweeps_dir, args.results)
     text = render(args.results)
     atomic_write_text(args.out, text)
     print(text)
