@@ -5,7 +5,9 @@ Before a request reaches BentoML it checks what BentoML would otherwise mishandl
 - bodies over the size limit are refused (413), from Content-Length or while streaming;
 - upload endpoints take multipart/form-data only (415), each upload field must be a real file part and
   every other field plain text (400): BentoML would otherwise fetch a text value as a URL, or crash
-  on a binary value given for a text field.
+  on a binary value given for a text field;
+- JSON endpoints refuse form bodies (415: BentoML would parse them as forms, and crash on a malformed
+  one) and bodies over their own, smaller limit (413): a JSON row is far below it.
 After, every 4xx/5xx answer gets the body {"error": "..."}: BentoML's pydantic validation errors
 become 422 naming the fields, its plain-text 404/405/503 pages become JSON.
 """
@@ -27,6 +29,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_FORM_PARTS = 16          # our forms have at most three fields; more is a mistake or an attack
 MAX_TEXT_FIELD_BYTES = 1024  # model names and numbers are short (Starlette fails past 1 MiB, as a 500)
+FORM_TYPES = ("multipart/", "application/x-www-form-urlencoded")  # what BentoML parses as a form
 
 
 def _header(scope: Mapping[str, Any], name: bytes) -> str:
@@ -118,11 +121,14 @@ async def send_json(send: Send, status: int, data: Any, headers: list[tuple[byte
 
 
 class RequestGuard:
-    """The middleware; `uploads` maps each upload endpoint's path to its file field names."""
+    """The middleware; `uploads` maps each upload endpoint's path to its file field names, `json_routes`
+    are the endpoints that take a JSON body (at most `max_json_bytes`)."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], max_body_bytes: int,
-                 uploads: Mapping[str, frozenset[str]]):
+                 uploads: Mapping[str, frozenset[str]], json_routes: frozenset[str] = frozenset(),
+                 max_json_bytes: int | None = None):
         self.app, self.max_body_bytes, self.uploads = app, max_body_bytes, dict(uploads)
+        self.json_routes, self.max_json_bytes = frozenset(json_routes), max_json_bytes or max_body_bytes
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,7 +137,7 @@ class RequestGuard:
         if scope["method"] in ("POST", "PUT", "PATCH"):
             refusal = self._check_headers(scope)
             if refusal is None:
-                body, refusal = await self._read_body(receive)
+                body, refusal = await self._read_body(receive, self._limit(scope))
             if refusal is None:
                 refusal = self._check_form(scope, body)
             if refusal is not None:
@@ -143,16 +149,21 @@ class RequestGuard:
         content_type = _header(scope, b"content-type").lower()
         if "pickle" in content_type:
             return 415, f"{content_type} is refused: send JSON, or a multipart form with the file"
-        length = _header(scope, b"content-length")
-        if length.isdigit() and int(length) > self.max_body_bytes:
-            return 413, f"body of {int(length)} bytes is over the limit of {self.max_body_bytes} bytes"
+        length, limit = _header(scope, b"content-length"), self._limit(scope)
+        if length.isdigit() and int(length) > limit:
+            return 413, f"body of {int(length)} bytes is over the limit of {limit} bytes"
+        if scope["path"] in self.json_routes and content_type.startswith(FORM_TYPES):
+            return 415, f"{scope['path']} takes a JSON body: send Content-Type: application/json (got {content_type})"
         if scope["path"] in self.uploads and not content_type.startswith("multipart/form-data"):
             fields = ", ".join(sorted(self.uploads[scope["path"]]))
             return 415, (f"{scope['path']} takes multipart/form-data with the file as {fields} "
                          f"(got {content_type or 'no content type'})")
         return None
 
-    async def _read_body(self, receive: Receive) -> tuple[bytes, tuple[int, str] | None]:
+    def _limit(self, scope: Message) -> int:
+        return self.max_json_bytes if scope["path"] in self.json_routes else self.max_body_bytes
+
+    async def _read_body(self, receive: Receive, limit: int) -> tuple[bytes, tuple[int, str] | None]:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -160,8 +171,8 @@ class RequestGuard:
                 return b"", (400, "the client disconnected before sending the whole body")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                return b"", (413, f"body is over the limit of {self.max_body_bytes} bytes")
+            if size > limit:
+                return b"", (413, f"body is over the limit of {limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks), None

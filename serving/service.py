@@ -33,6 +33,7 @@ log = logging.getLogger("bentoml.serving")  # under "bentoml", so `bentoml serve
 
 STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # the store is read when the service starts
 MAX_BODY_BYTES = 20 * 1024 * 1024  # a phone photo, or 1024 CIFAR-sized float32 images in one .npy
+MAX_JSON_BYTES = 64 * 1024         # a heart row is about 250 bytes; nothing sent as JSON needs more
 
 ModelName = Annotated[str, Field(description="a model name listed by GET /models", examples=["fashion"])]
 TopK = Annotated[int, Field(ge=1, le=1000, description="how many labels to return, best first")]
@@ -135,6 +136,7 @@ class _ClientErrorsAreNotServerErrors(logging.Filter):
 
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_ClientErrorsAreNotServerErrors())
 ModelService.add_asgi_middleware(
-    RequestGuard, max_body_bytes=MAX_BODY_BYTES,
+    RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_json_bytes=MAX_JSON_BYTES,
     uploads={api.route: frozenset(api.input_spec.multipart_fields)
-             for api in ModelService.apis.values() if api.input_spec.multipart_fields})
+             for api in ModelService.apis.values() if api.input_spec.multipart_fields},
+    json_routes=frozenset(api.route for api in ModelService.apis.values() if not api.input_spec.multipart_fields))

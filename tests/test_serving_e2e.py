@@ -5,11 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
@@ -20,58 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from reliability.server import BENTOML, QUIET, REPO, START_TIMEOUT_S, Server
 from serving.service import STORE_ENV
 from serving_store import HEART_ROW, build_store, expected_provider
 from training.store import MODEL_FILE, latest
-
-REPO = Path(__file__).resolve().parents[1]
-BENTOML = str(Path(sys.executable).parent / "bentoml")  # the CLI of this environment
-START_TIMEOUT_S = 90
-QUIET = {"BENTOML_DO_NOT_TRACK": "True"}
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_store(tmp_path_factory.getbasetemp() / "serving")  # shared with test_serving.py
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`bentoml serve ...` in its own process group, stopped with everything it started."""
-
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], log: Path):
-        self.port, self.log = free_port(), log
-        self.url = f"http://127.0.0.1:{self.port}"
-        with open(log, "wb") as out:
-            self.process = subprocess.Popen([BENTOML, "serve", *args, "--host", "127.0.0.1", "--port", str(self.port)],
-                                            cwd=cwd, env={**os.environ, **QUIET, **env}, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"not ready after {START_TIMEOUT_S} s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
 
 
 @pytest.fixture(scope="module")
