@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .data import DataNotFound
+from .distributed import leave, world_from_env
 from .registry import EXPERIMENTS, UnknownExperiment, get_config
 from .export import ExportError
 from .models import PretrainedUnavailable
@@ -79,14 +80,19 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {**QUICK, **overrides}
     cfg = cfg.replace(**overrides)
     argv_shown = sys.argv[1:] if argv is None else argv
+    world = world_from_env()  # under torchrun: this process's rank among WORLD_SIZE
+    launcher = f"torchrun --nproc_per_node={world.size} -m training.fit" if world.active else "python -m training.fit"
     opts = RunOptions(data_root=args.data_root, runs_dir=args.runs_dir, store=args.store, device=args.device,
                       resume=args.resume, publish=not (args.no_publish or args.quick),
-                      command=" ".join(["python -m training.fit", *argv_shown]))
+                      command=" ".join([launcher, *argv_shown]), world=world)
     try:
         report = run_experiment(cfg, opts)
     except (DataNotFound, CheckpointError, ExportError, RunError, PretrainedUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    leave(world)
+    if report is None:  # not rank 0: it reports for everyone
+        return 0
     metrics = report["metrics"]
     headline = (f"test accuracy {100 * metrics['test_accuracy']:.2f}%" if "test_accuracy" in metrics
                 else f"test MSE {metrics['test_mse']:.5f}")

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from .augment import augment_batch
 from .data import TensorData
+from .distributed import SINGLE, World, shard, sum_over_processes
 from .registry import BINARY_LOSSES, ExperimentConfig
 
 TRACE_POINTS = 20  # mean training loss recorded this many times per epoch, for loss-vs-examples plots
@@ -62,8 +63,14 @@ def _trace(losses: torch.Tensor, sizes: list[int]) -> list[list[float]]:
 
 def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
                     optimizer: torch.optim.Optimizer, scheduler, gen: torch.Generator,
-                    desc: str = "train") -> dict[str, float]:
-    """One pass over a fresh permutation of `data`; returns mean loss (and accuracy) and a loss trace."""
+                    desc: str = "train", world: World = SINGLE,
+                    augment_gen: torch.Generator | None = None) -> dict[str, float]:
+    """One pass over a fresh permutation of `data`; returns mean loss (and accuracy) and a loss trace.
+
+    Under torchrun each process trains on its shard of every batch (`gen`, which orders the batches, must
+    be seeded alike everywhere; `augment_gen`, default `gen`, should differ per process).
+    """
+    augment_gen = gen if augment_gen is None else augment_gen
     model.train()
     device = data.inputs.device
     n = len(data)
@@ -71,13 +78,15 @@ def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
     batch_losses: list[torch.Tensor] = []
     sizes: list[int] = []
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    bar = tqdm(range(0, n, cfg.batch_size), desc=desc, leave=False, disable=None, unit="batch")
+    bar = tqdm(range(0, n, cfg.batch_size), desc=desc, leave=False, disable=None if world.is_main else True,
+               unit="batch")
     for start in bar:
         idx = order[start: start + cfg.batch_size]
-        if len(idx) < 2:  # BatchNorm cannot train on a single image
+        if len(idx) < 2 * world.size:  # BatchNorm cannot train on a single image, nor DDP on an empty shard
             continue
+        idx = shard(idx, world)
         labels = data.labels[idx]
-        clean, noisy = augment_batch(as_inputs(data.inputs[idx]), cfg, gen)
+        clean, noisy = augment_batch(as_inputs(data.inputs[idx]), cfg, augment_gen)
         output = model(noisy)
         loss = _loss(cfg, output, clean, labels, cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -90,12 +99,16 @@ def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
         sizes.append(len(idx))
         if cfg.task == "classify":
             correct += (predicted_labels(cfg, output.detach()) == labels).sum()
-    seen = sum(sizes)
     losses = torch.stack(batch_losses).float().cpu() if batch_losses else torch.zeros(0)
-    metrics = {"train_loss": float((losses * torch.tensor(sizes)).sum()) / max(seen, 1)}
+    # Tallies over every process: (sum of per-sample losses, samples, correct)
+    loss_sum, seen, right = sum_over_processes(torch.stack([
+        (losses.double() * torch.tensor(sizes, dtype=torch.float64)).sum(),
+        torch.tensor(float(sum(sizes)), dtype=torch.float64), correct.cpu().double()]), world).tolist()
+    metrics = {"train_loss": loss_sum / max(seen, 1)}
     if cfg.task == "classify":
-        metrics["train_accuracy"] = correct.item() / max(seen, 1)
-    metrics.update(examples=seen, loss_trace=_trace(losses, sizes) if sizes else [])
+        metrics["train_accuracy"] = right / max(seen, 1)
+    # The trace is this process's losses (rank 0's in the metrics file), placed at global example counts.
+    metrics.update(examples=int(seen), loss_trace=_trace(losses, [s * world.size for s in sizes]) if sizes else [])
     return metrics
 
 

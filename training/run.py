@@ -16,6 +16,7 @@ from .build import freeze, init_from_checkpoint, model_for, optimizer_for, sched
 from .checkpoint import load_checkpoint, save_checkpoint
 from .crossval import cross_validate
 from .data import DataBundle, load_data
+from .distributed import SINGLE, World, join, parallel
 from .evaluation import write_report
 from .export import export_onnx
 from .files import append_jsonl, atomic_write_json, atomic_write_text, sha256_file
@@ -44,6 +45,7 @@ class RunOptions:
     publish: bool = True          # publish to the store when the experiment has a served name
     artifacts: bool = True        # figures and the ONNX export (a study's trials only need their numbers)
     command: str = ""             # recorded in reports and manifests
+    world: World = SINGLE         # the torchrun processes this one trains with (training/distributed.py)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,7 +89,7 @@ def _summary_line(cfg: ExperimentConfig, record: dict[str, Any]) -> str:
 def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptions,
           device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train with a checkpoint after every epoch; return the model and the final checkpoint state."""
-    checkpoint_path = run_dir / CHECKPOINT
+    checkpoint_path, world = run_dir / CHECKPOINT, opts.world
     gen = seed_everything(cfg, device)
     # Pretrained weights are fetched for a new run only: a resumed one has its own in the checkpoint.
     model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
@@ -112,17 +114,24 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         # The checkpoint is the truth: drop metric lines written after it, if any.
         atomic_write_text(run_dir / METRICS, "".join(_jsonl(r) for r in state["history"]))
         log.info("resuming %s after epoch %d", cfg.name, state["epoch"])
-    else:
+    elif world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS).unlink(missing_ok=True)
         atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
+    trainee, augment_gen = parallel(model, world, device), None  # DDP starts every process from rank 0's weights
+    if world.active:  # each process augments and drops out differently; the batch order stays shared
+        augment_gen = torch.Generator(device).manual_seed(cfg.seed + world.rank)
+        torch.manual_seed(cfg.seed + world.rank)
 
     for epoch in range(state["epoch"], cfg.epochs):
         started = time.perf_counter()
         record = {"epoch": epoch + 1,
-                  **train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen,
-                                    desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}"),
-                  **evaluate(model, data.test, cfg), "lr": optimizer.param_groups[0]["lr"]}
+                  **train_one_epoch(trainee, data.train, cfg, optimizer, scheduler, gen,
+                                    desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}", world=world,
+                                    augment_gen=augment_gen)}
+        if not world.is_main:  # scoring, checkpoints and metrics are rank 0's
+            continue
+        record.update(evaluate(model, data.test, cfg), lr=optimizer.param_groups[0]["lr"])
         if data.val is not None:
             record.update(evaluate(model, data.val, cfg, prefix="val_"))
         record["seconds"] = time.perf_counter() - started
@@ -153,16 +162,19 @@ def _jsonl(record: dict[str, Any]) -> str:
     return json.dumps(record) + "\n"
 
 
-def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any]:
-    """Train (or resume), report, export and publish one experiment; return its report."""
-    device = resolve_device(opts.device)
+def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any] | None:
+    """Train (or resume), report, export and publish one experiment; return its report (None off rank 0)."""
+    device = join(opts.world, resolve_device(opts.device))
     run_dir = Path(opts.runs_dir) / cfg.name
     data = load_data(cfg, opts.data_root).to(device)
     if len(data.train) == 0 or len(data.test) == 0:
         raise RunError(f"{cfg.name}: empty data ({len(data.train)} train / {len(data.test)} test)")
     model, state = train(cfg, data, run_dir, opts, device)
+    if not opts.world.is_main:
+        return None
 
-    facts = {"epochs": state["epoch"], "wall_time_s": state["wall_time_s"], "hardware": hardware(device),
+    processes = f", {opts.world.size} processes (DDP)" if opts.world.active else ""
+    facts = {"epochs": state["epoch"], "wall_time_s": state["wall_time_s"], "hardware": hardware(device) + processes,
              "data_source": data.source, "train_size": len(data.train), "test_size": len(data.test),
              "command": _command_summary(state["commands"]), "finished_at": utc_now(),
              "git_commit": git_commit(), "init_from": state["init_from"], "test_note": data.test_note}
