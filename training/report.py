@@ -56,7 +56,7 @@ def collect(runs_dir: Path, results_dir: Path, store: Path | None = None) -> lis
     for summary in found:
         path = Path(results_dir) / f"{summary['experiment']}.json"
         kept = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        if (summary["finished_at"] or "") >= (kept.get("finished_at") or ""):
+        if summary != kept and (summary["finished_at"] or "") >= (kept.get("finished_at") or ""):
             atomic_write_json(path, summary)
             written.append(summary["experiment"])
     return written
