@@ -14,34 +14,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
+from bench.report_recipe import COPIES, report_config, report_loader, report_step
 from training.build import model_for, optimizer_for
 from training.data import load_data
 from training.loop import train_one_epoch
 from training.provenance import hardware, utc_now
-from training.registry import get_config
-
-
-class PerSampleFashion(Dataset):
-    """The course-report way: a PIL image per sample, ToTensor, augmentation in Python."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, noise: float):
-        self.images, self.labels, self.noise = images, labels, noise
-        self.to_tensor = transforms.ToTensor()
-        self.to_pil = transforms.ToPILImage()
-        self.flip = transforms.RandomHorizontalFlip()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        x = self.to_tensor(self.flip(self.to_pil(self.images[i])))
-        if torch.rand(()) < 0.5:
-            x = (x + self.noise * torch.rand_like(x)).clamp(0, 1)
-        return x, self.labels[i]
 
 
 def time_ours(cfg, data, samples: int) -> float:
@@ -58,17 +36,13 @@ def time_per_sample(cfg, data, samples: int) -> float:
     torch.manual_seed(0)
     model = model_for(cfg, data.input_shape, len(data.class_names))
     optimizer = optimizer_for(cfg, model)
-    subset = data.train.head(samples)
-    loader = DataLoader(PerSampleFashion(subset.images[:, 0], subset.labels, cfg.uniform_noise),
-                        batch_size=cfg.batch_size, shuffle=True)
+    subset = data.train.head(samples // COPIES)  # x4 copies: the same number of samples, augmented as the report did
+    loader = report_loader(subset.inputs[:, 0], subset.labels, cfg)
     model.train()
     start = time.perf_counter()
     for x, y in loader:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return len(subset) / (time.perf_counter() - start)
+        report_step(model, optimizer, x, y)
+    return len(loader.dataset) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -77,8 +51,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     p.add_argument("--data-root", type=Path, default=Path("data"))
     args = p.parse_args()
-    # The report's recipe: Adam 0.001, batch 100, flip + uniform noise.
-    cfg = get_config("fashion_cnn").replace(lr=1e-3, batch_size=100, schedule="constant", label_smoothing=0.0)
+    cfg = report_config()  # both loops run the report's recipe: only the data path differs
     data = load_data(cfg, args.data_root)
     time_ours(cfg, data, 500)  # warm-up: first-call allocations, thread pools
     ours, baseline = [], []

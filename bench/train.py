@@ -1,0 +1,154 @@
+"""Time to the report's figure: our fashion_cnn recipe against Report A's exact recipe, same run, same machine.
+
+    python -m bench.train [--cap 4] [--device auto] [--data-root data]
+
+Both train Report A's CNN on the five-class FashionMNIST task and are scored on its 5,000 test images
+after every chunk of 30,000 training samples (one of our epochs, a quarter of a report epoch). Chunks
+alternate between the two so that load from other processes hits both alike. The clock runs while a
+recipe trains (data loading included) and stops while it is scored. A recipe stops when it reaches the
+target, when its planned epochs are done, or when it has trained `--cap` times as long as ours needed:
+then its time is a lower bound and the ratio is written "at least".
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from bench.report_recipe import COPIES, report_config, report_loader, report_step
+from training.build import model_for, optimizer_for, scheduler_for, seed_everything
+from training.data import DataBundle, load_data
+from training.loop import evaluate, train_one_epoch
+from training.provenance import hardware, utc_now
+from training.registry import ExperimentConfig, get_config
+from training.run import resolve_device
+
+REPORT_EPOCHS = 15  # Report A's schedule: 15 passes over the 4x data
+
+
+@dataclasses.dataclass
+class Contender:
+    """A recipe being timed: `chunks` trains it chunk by chunk; the rest is its tally so far."""
+
+    name: str
+    cfg: ExperimentConfig
+    model: torch.nn.Module
+    chunks: Iterator[int]  # each next() trains one chunk and returns the samples it used
+    seconds: float = 0.0
+    samples: int = 0
+    accuracy: float = 0.0
+    reached: bool = False
+    stopped: str = ""
+
+
+def ours(data: DataBundle, device: torch.device) -> Contender:
+    cfg = get_config("fashion_cnn")
+    gen = seed_everything(cfg, device)
+    model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
+    optimizer = optimizer_for(cfg, model)
+    scheduler = scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size))
+
+    def chunks() -> Iterator[int]:
+        for _ in range(cfg.epochs):
+            yield train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen)["examples"]
+
+    return Contender(f"ours (`fashion_cnn`: Adam 2e-3 one-cycle, batch {cfg.batch_size}, tensor batches)",
+                     cfg, model, chunks())
+
+
+def report(data: DataBundle, device: torch.device, chunk_samples: int) -> Contender:
+    cfg = report_config()
+    seed_everything(cfg, device)
+    model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
+    optimizer = optimizer_for(cfg, model)
+    images, labels = data.train.inputs[:, 0].cpu(), data.train.labels.cpu()
+
+    def chunks() -> Iterator[int]:
+        done = 0
+        for _ in range(REPORT_EPOCHS):
+            for x, y in report_loader(images, labels, cfg):
+                model.train()
+                report_step(model, optimizer, x.to(device), y.to(device))
+                done += len(y)
+                if done >= chunk_samples:
+                    yield done
+                    done = 0
+        if done:
+            yield done
+
+    return Contender(f"Report A (Adam 1e-3, batch 100, {COPIES}x data, per-sample DataLoader)", cfg, model,
+                     chunks())
+
+
+def advance(c: Contender, data: DataBundle, target: float, limit_s: Callable[[], float]) -> None:
+    """Train one chunk of `c`, then score it; mark it stopped when it is done."""
+    start = time.perf_counter()
+    samples = next(c.chunks, 0)
+    if device_is_cuda(data):
+        torch.cuda.synchronize()
+    c.seconds += time.perf_counter() - start
+    if not samples:
+        c.stopped = "planned epochs done"
+        return
+    c.samples += samples
+    c.accuracy = evaluate(c.model, data.test, c.cfg)["test_accuracy"]
+    print(f"  {c.name.split(' ')[0]}: {c.samples:,} samples, {c.seconds:,.0f} s, {100 * c.accuracy:.2f}%",
+          flush=True)
+    if c.accuracy >= target:
+        c.reached, c.stopped = True, "target reached"
+    elif c.seconds >= limit_s():
+        c.stopped = "cap reached"
+
+
+def device_is_cuda(data: DataBundle) -> bool:
+    return data.train.inputs.device.type == "cuda"
+
+
+def table(theirs: Contender, mine: Contender, target: float) -> str:
+    """Markdown: the report's recipe first; our speed-up is a lower bound when theirs never got there."""
+    speedup = theirs.seconds / mine.seconds
+    ratio = f"{speedup:.2f}x" if theirs.reached else f"at least {speedup:.2f}x"
+    rows = [f"| recipe | reached {100 * target:.2f}% | samples | training time | last accuracy | speed-up |",
+            "|---|---|---:|---:|---:|---:|"]
+    for c, shown in ((theirs, "1.00x"), (mine, ratio if mine.reached else "n/a (ours missed the target)")):
+        rows.append(f"| {c.name} | {'yes' if c.reached else 'no, ' + c.stopped} | {c.samples:,} "
+                    f"| {c.seconds / 60:.1f} min | {100 * c.accuracy:.2f}% | {shown} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cap", type=float, default=4.0,
+                   help="stop the report's recipe after this many times our time to the target")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--data-root", type=Path, default=Path("data"))
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    started = time.perf_counter()
+    data = load_data(get_config("fashion_cnn"), args.data_root).to(device)
+    load_s = time.perf_counter() - started
+    target = get_config("fashion_cnn").target
+    fast = ours(data, device)
+    slow = report(data, device, chunk_samples=len(data.train))
+
+    def cap() -> float:  # until ours has reached the target, the report's recipe runs on
+        return args.cap * fast.seconds if fast.reached else math.inf
+
+    while not (fast.stopped and slow.stopped):
+        for c in (fast, slow):
+            if not c.stopped:
+                advance(c, data, target, cap if c is slow else (lambda: math.inf))
+    print(f"\nTime to {100 * target:.2f}% on the five-class FashionMNIST test set, {utc_now()}, "
+          f"{hardware(device)}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"data loaded once in {load_s:.1f} s; `python -m bench.train --cap {args.cap:g} --device {args.device}`\n")
+    print(table(slow, fast, target))
+
+
+if __name__ == "__main__":
+    main()
