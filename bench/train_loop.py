@@ -45,12 +45,12 @@ def time_per_sample(cfg, data, samples: int) -> float:
     return len(loader.dataset) / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--samples", type=int, default=6000, help="training images per timed pass")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     p.add_argument("--data-root", type=Path, default=Path("data"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     cfg = report_config()  # both loops run the report's recipe: only the data path differs
     data = load_data(cfg, args.data_root)
     time_ours(cfg, data, 500)  # warm-up: first-call allocations, thread pools

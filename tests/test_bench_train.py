@@ -1,0 +1,39 @@
+"""bench.train and bench.train_loop end to end on tiny synthetic FashionMNIST: both recipes train, get
+scored and land in the printed table (the timings themselves mean nothing here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import train, train_loop
+from synthetic import write_fashion_mnist
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fashion_mnist(tmp_path_factory.mktemp("data"), n_train=200, n_test=100)
+
+
+def test_time_to_target_table_has_both_recipes(root: Path, capsys: pytest.CaptureFixture) -> None:
+    train.main(["--data-root", str(root), "--device", "cpu", "--target", "0"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| Report A") or line.startswith("| ours")]
+    assert len(rows) == 2, out
+    assert all("| yes |" in row for row in rows), out  # a target of 0 is reached after the first chunk
+    assert rows[0].endswith("| 1.00x |") and rows[1].rstrip(" |").endswith("x"), out
+    assert "--target 0" in out  # the command that reproduces the table is printed with it
+
+
+def test_an_unreached_target_is_a_lower_bound() -> None:
+    theirs = train.Contender("Report A", None, None, iter(()), seconds=8.0, samples=10, accuracy=0.5,
+                             stopped="cap reached")
+    mine = train.Contender("ours", None, None, iter(()), seconds=2.0, samples=10, accuracy=0.99, reached=True)
+    assert "| at least 4.00x |" in train.table(theirs, mine, 0.98)
+
+
+def test_throughput_table_compares_the_two_loops(root: Path, capsys: pytest.CaptureFixture) -> None:
+    train_loop.main(["--data-root", str(root), "--samples", "64", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "| per-sample DataLoader (reports' style) |" in out and "| tensor-resident batches (ours) |" in out
