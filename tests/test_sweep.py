@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import queue
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,20 @@ def test_cli_lists_and_refuses_unknown(capsys) -> None:
     out = capsys.readouterr().out
     assert all(name in out for name in sweep.STUDIES)
     assert sweep.main(["nope"]) == 2 and "valid names" in capsys.readouterr().err
+
+
+def test_pool_processes_are_dealt_out_over_the_gpus(monkeypatch) -> None:
+    """Without GPUs here, the dealing itself: each pool process takes the next GPU index from the queue."""
+    taken: list[int] = []
+    monkeypatch.setattr(sweep.torch.cuda, "set_device", taken.append)
+    threads = sweep.torch.get_num_threads()
+    gpus = queue.SimpleQueue()
+    for index in (0, 1, 0, 1):  # what _execute puts in for 4 processes over 2 GPUs
+        gpus.put(index)
+    try:
+        for _ in range(4):
+            sweep._init_worker(1, gpus)
+    finally:
+        sweep.torch.set_num_threads(threads)
+    assert taken == [0, 1, 0, 1]
+    assert sweep.gpus_to_spread("cpu") == 0 and sweep.default_jobs("cpu") >= 1

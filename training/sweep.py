@@ -201,14 +201,20 @@ def _run_trial_fold(study: Study, trial: Trial, fold: int, settings: Settings) -
     atomic_write_json(folder / f"fold{fold + 1}.json", run_fold(cfg, data, study.folds, fold, folder / "runs", device))
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, gpus=None) -> None:
+    """Set up one pool process; with `gpus` (a queue of GPU indices) it keeps to the one it takes."""
     torch.set_num_threads(threads)
+    if gpus is not None:
+        torch.cuda.set_device(gpus.get())  # "cuda" in the trials' settings now means this GPU
     logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("training").setLevel(logging.WARNING)  # the parent reports progress
 
 
-def _execute(tasks: list[tuple[str, Callable[..., None], tuple]], jobs: int) -> None:
-    """Run every (label, function, args) task, `jobs` at a time; SweepError at the end lists failures."""
+def _execute(tasks: list[tuple[str, Callable[..., None], tuple]], jobs: int, gpus: int = 0) -> None:
+    """Run every (label, function, args) task, `jobs` at a time; SweepError at the end lists failures.
+
+    With `gpus` > 0 the pool's processes are dealt out over that many GPUs, round robin.
+    """
     failures, started = [], time.perf_counter()
 
     def done(i: int, label: str, error: BaseException | None) -> None:
@@ -229,7 +235,13 @@ def _execute(tasks: list[tuple[str, Callable[..., None], tuple]], jobs: int) -> 
     else:
         threads = max(1, _usable_cpus() // jobs)
         context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        devices = None
+        if gpus:
+            devices = context.Queue()
+            for worker in range(jobs):
+                devices.put(worker % gpus)
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                                 initargs=(threads, devices)) as pool:
             futures = {pool.submit(fn, *args): label for label, fn, args in tasks}
             for i, future in enumerate(as_completed(futures), start=1):
                 done(i, futures[future], future.exception())
@@ -242,8 +254,18 @@ def _usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def gpus_to_spread(device: str) -> int:
+    """How many GPUs a sweep deals its processes over: all of them for "cuda" (or "auto" on a GPU machine),
+    none for the CPU or a named GPU such as "cuda:1"."""
+    resolved = resolve_device(device)
+    return torch.cuda.device_count() if resolved.type == "cuda" and resolved.index is None else 0
+
+
 def default_jobs(device: str) -> int:
-    return 1 if resolve_device(device).type == "cuda" else _usable_cpus()
+    """One process per usable core on the CPU; one per GPU on GPUs."""
+    if resolve_device(device).type == "cuda":
+        return max(1, gpus_to_spread(device))
+    return _usable_cpus()
 
 
 def _trial_result(study: Study, trial: Trial, settings: Settings) -> dict[str, Any]:
@@ -270,7 +292,7 @@ def run_study(study: Study, settings: Settings, jobs: int = 1, max_trials: int |
             tasks.append((trial.name, _run_trial, (study, trial, settings)))
     log.info("%s: %d trials, %d tasks to run (%d already done), %d at a time", study.name, len(trials),
              len(tasks), len(trials) * max(study.folds, 1) - len(tasks), jobs)
-    _execute(tasks, jobs)
+    _execute(tasks, jobs, gpus_to_spread(settings.device))
 
     rows = [_trial_result(study, t, settings) for t in trials]
     best = max(rows, key=lambda r: r[study.metric])
@@ -336,7 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.sweep", description=__doc__.split("\n")[0])
     p.add_argument("name", nargs="?", help="study name (see --list)")
     p.add_argument("--list", action="store_true", help="list the studies")
-    p.add_argument("--jobs", type=int, help="tasks run at once (default: one per usable CPU core; 1 on a GPU)")
+    p.add_argument("--jobs", type=int, help="tasks run at once (default: one per usable CPU core; one per GPU, each process on its own)")
     p.add_argument("--out", type=Path, default=Path("runs/sweeps"), help="results folder (default: runs/sweeps)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"),
                    help="where a cross-validated study's retrained best run goes (default: ./runs)")
