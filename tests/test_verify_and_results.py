@@ -90,3 +90,16 @@ def test_results_survive_their_run_folders(tmp_path: Path) -> None:
     report.main(args)
     text = out.read_text()
     assert "97.50%" in text and "90.00%" not in text and "71.00% | beaten" in text and "60.00%" not in text
+
+
+def test_a_note_written_about_a_run_stays_until_a_newer_run(tmp_path: Path) -> None:
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    _fake_run(runs, "mnist_mlp", 0.975, "2026-01-02T00:00:00+00:00")
+    report.collect(runs, results)
+    kept = json.loads((results / "mnist_mlp.json").read_text())
+    (results / "mnist_mlp.json").write_text(json.dumps({**kept, "note": "measured on a loaded machine"}))
+    assert report.collect(runs, results) == []  # the same run collected again keeps its note
+    assert json.loads((results / "mnist_mlp.json").read_text())["note"] == "measured on a loaded machine"
+    _fake_run(runs, "mnist_mlp", 0.98, "2026-02-01T00:00:00+00:00")
+    assert report.collect(runs, results) == ["mnist_mlp"]
+    assert "note" not in json.loads((results / "mnist_mlp.json").read_text())  # about another run

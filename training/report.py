@@ -56,6 +56,8 @@ def collect(runs_dir: Path, results_dir: Path, store: Path | None = None) -> lis
     for summary in found:
         path = Path(results_dir) / f"{summary['experiment']}.json"
         kept = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if kept.get("note") and summary["finished_at"] == kept.get("finished_at"):
+            summary = {**summary, "note": kept["note"]}  # a note written by hand about this very run stays
         if summary != kept and (summary["finished_at"] or "") >= (kept.get("finished_at") or ""):
             atomic_write_json(path, summary)
             written.append(summary["experiment"])
