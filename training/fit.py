@@ -14,6 +14,7 @@ from .registry import EXPERIMENTS, UnknownExperiment, get_config
 from .export import ExportError
 from .models import PretrainedUnavailable
 from .run import RunError, RunOptions, run_experiment
+from .speed import PRECISIONS
 
 # --quick: enough to prove the whole pipeline works, in seconds on a laptop.
 QUICK = {"epochs": 1, "train_limit": 2048, "test_limit": 512}
@@ -46,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in RUNS_DIR/NAME from its last checkpoint; with --epochs, "
                         "train further than planned (constant learning-rate schedules only)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="training arithmetic: auto is bf16 autocast (with channels-last images) on a GPU and "
+                        "fp32 on a CPU, where runs stay bitwise repeatable; evaluation is always fp32")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step: compiling costs seconds up front (cached on disk "
+                        "afterwards), so it helps only runs long enough to pay that back")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: {QUICK['epochs']} epoch on the first {QUICK['train_limit']} training and "
                         f"{QUICK['test_limit']} test images; never published")
@@ -84,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     launcher = f"torchrun --nproc_per_node={world.size} -m training.fit" if world.active else "python -m training.fit"
     opts = RunOptions(data_root=args.data_root, runs_dir=args.runs_dir, store=args.store, device=args.device,
                       resume=args.resume, publish=not (args.no_publish or args.quick),
-                      command=" ".join([launcher, *argv_shown]), world=world)
+                      command=" ".join([launcher, *argv_shown]), world=world, precision=args.precision,
+                      compile=args.compile)
     try:
         report = run_experiment(cfg, opts)
     except (DataNotFound, CheckpointError, ExportError, RunError, PretrainedUnavailable) as err:

@@ -11,6 +11,7 @@ from .augment import augment_batch
 from .data import TensorData
 from .distributed import SINGLE, World, shard, sum_over_processes
 from .registry import BINARY_LOSSES, ExperimentConfig
+from .speed import FP32, Speed
 
 TRACE_POINTS = 20  # mean training loss recorded this many times per epoch, for loss-vs-examples plots
 
@@ -64,7 +65,7 @@ def _trace(losses: torch.Tensor, sizes: list[int]) -> list[list[float]]:
 def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
                     optimizer: torch.optim.Optimizer, scheduler, gen: torch.Generator,
                     desc: str = "train", world: World = SINGLE,
-                    augment_gen: torch.Generator | None = None) -> dict[str, float]:
+                    augment_gen: torch.Generator | None = None, speed: Speed = FP32) -> dict[str, float]:
     """One pass over a fresh permutation of `data`; returns mean loss (and accuracy) and a loss trace.
 
     Under torchrun each process trains on its shard of every batch (`gen`, which orders the batches, must
@@ -87,7 +88,9 @@ def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
         idx = shard(idx, world)
         labels = data.labels[idx]
         clean, noisy = augment_batch(as_inputs(data.inputs[idx]), cfg, augment_gen)
-        output = model(noisy)
+        with speed.autocast(device):
+            output = model(speed.layout(noisy))
+        output = output.float()  # the loss in fp32 whatever the forward ran in (a no-op in fp32)
         loss = _loss(cfg, output, clean, labels, cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

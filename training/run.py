@@ -24,6 +24,7 @@ from .loop import as_inputs, evaluate, train_one_epoch
 from .manifest import build_manifest, model_card
 from .provenance import git_commit, hardware, library_versions, utc_now
 from .registry import ExperimentConfig, config_from_dict, config_to_dict
+from .speed import FP32, Speed, choose_speed, compiled, prepare
 from .store import publish_model
 
 log = logging.getLogger("training")
@@ -46,6 +47,10 @@ class RunOptions:
     artifacts: bool = True        # figures and the ONNX export (a study's trials only need their numbers)
     command: str = ""             # recorded in reports and manifests
     world: World = SINGLE         # the torchrun processes this one trains with (training/distributed.py)
+    # How fast, not what: none of these is part of the experiment's config (training/speed.py).
+    precision: str = "auto"       # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False         # torch.compile the training step's module
+    channels_last: bool | None = None  # None: on CUDA in bf16, for image models
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,14 +91,14 @@ def _summary_line(cfg: ExperimentConfig, record: dict[str, Any]) -> str:
     return f"{cfg.name} epoch {record['epoch']}/{cfg.epochs}: {shown} ({record['seconds']:.1f} s)"
 
 
-def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptions,
-          device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptions, device: torch.device,
+          speed: Speed) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train with a checkpoint after every epoch; return the model and the final checkpoint state."""
     checkpoint_path, world = run_dir / CHECKPOINT, opts.world
     gen = seed_everything(cfg, device)
     # Pretrained weights are fetched for a new run only: a resumed one has its own in the checkpoint.
-    model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
-                      pretrained=not opts.resume).to(device)
+    model = prepare(model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
+                              pretrained=not opts.resume).to(device), speed)
     state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": None, "commands": []}
     if opts.resume:
         saved = load_checkpoint(checkpoint_path, map_location=device)
@@ -118,7 +123,8 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS).unlink(missing_ok=True)
         atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
-    trainee, augment_gen = parallel(model, world, device), None  # DDP starts every process from rank 0's weights
+    # DDP starts every process from rank 0's weights; checkpoints and scores use `model`, never the wrappers.
+    trainee, augment_gen = compiled(parallel(model, world, device), speed), None
     if world.active:  # each process augments and drops out differently; the batch order stays shared
         augment_gen = torch.Generator(device).manual_seed(cfg.seed + world.rank)
         torch.manual_seed(cfg.seed + world.rank)
@@ -128,7 +134,7 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         record = {"epoch": epoch + 1,
                   **train_one_epoch(trainee, data.train, cfg, optimizer, scheduler, gen,
                                     desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}", world=world,
-                                    augment_gen=augment_gen)}
+                                    augment_gen=augment_gen, speed=speed)}
         if not world.is_main:  # scoring, checkpoints and metrics are rank 0's
             continue
         record.update(evaluate(model, data.test, cfg), lr=optimizer.param_groups[0]["lr"])
@@ -166,15 +172,23 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any] | 
     """Train (or resume), report, export and publish one experiment; return its report (None off rank 0)."""
     device = join(opts.world, resolve_device(opts.device))
     run_dir = Path(opts.runs_dir) / cfg.name
+    started = time.perf_counter()
     data = load_data(cfg, opts.data_root).to(device)
+    data_load_s = time.perf_counter() - started
     if len(data.train) == 0 or len(data.test) == 0:
         raise RunError(f"{cfg.name}: empty data ({len(data.train)} train / {len(data.test)} test)")
-    model, state = train(cfg, data, run_dir, opts, device)
+    speed = choose_speed(opts.precision, opts.compile, device, data.input_shape, opts.channels_last)
+    model, state = train(cfg, data, run_dir, opts, device, speed)
     if not opts.world.is_main:
         return None
 
     processes = f", {opts.world.size} processes (DDP)" if opts.world.active else ""
-    facts = {"epochs": state["epoch"], "wall_time_s": state["wall_time_s"], "hardware": hardware(device) + processes,
+    # The hardware line names the speed options only when they differ from plain fp32, which every
+    # earlier figure used; "speed" always says.
+    how = "" if speed == FP32 else f", {speed.describe()}"
+    facts = {"epochs": state["epoch"], "wall_time_s": state["wall_time_s"],
+             "hardware": hardware(device) + processes + how, "speed": speed.describe(),
+             "data_load_s": data_load_s,
              "data_source": data.source, "train_size": len(data.train), "test_size": len(data.test),
              "command": _command_summary(state["commands"]), "finished_at": utc_now(),
              "git_commit": git_commit(), "init_from": state["init_from"], "test_note": data.test_note}
