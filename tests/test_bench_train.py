@@ -36,4 +36,6 @@ def test_an_unreached_target_is_a_lower_bound() -> None:
 def test_throughput_table_compares_the_two_loops(root: Path, capsys: pytest.CaptureFixture) -> None:
     train_loop.main(["--data-root", str(root), "--samples", "64", "--rounds", "1"])
     out = capsys.readouterr().out
-    assert "| per-sample DataLoader (reports' style) |" in out and "| tensor-resident batches (ours) |" in out
+    assert out.count("| per-sample DataLoader (reports' style) |") == 2, out  # training pass, data path alone
+    assert out.count("| tensor-resident batches (ours) |") == 2, out
+    assert "share of a training pass" in out
