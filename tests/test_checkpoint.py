@@ -28,7 +28,10 @@ def test_resume_ends_with_the_same_weights(fashion_root: Path, tmp_path: Path) -
     saved = load_checkpoint(tmp_path / "split" / CFG.name / "checkpoint.pt")
     saved["config"]["epochs"] = 3
     save_checkpoint(tmp_path / "split" / CFG.name / "checkpoint.pt", saved)
+    half_written = tmp_path / "split" / CFG.name / ".checkpoint.pt.k1ll3d.tmp"  # what a kill mid-write leaves
+    half_written.write_bytes(b"half a checkpoint")
     report = run_experiment(CFG, _opts(fashion_root, tmp_path / "split", resume=True))
+    assert not half_written.exists()
     assert report["command"].endswith("(then 1 x --resume)")
 
     a = load_checkpoint(tmp_path / "straight" / CFG.name / "checkpoint.pt")

@@ -95,6 +95,9 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
           speed: Speed) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train with a checkpoint after every epoch; return the model and the final checkpoint state."""
     checkpoint_path, world = run_dir / CHECKPOINT, opts.world
+    if world.is_main:  # temp files of writes a kill interrupted (files.atomic_write_*): nobody reads them
+        for stale in run_dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     gen = seed_everything(cfg, device)
     # Pretrained weights are fetched for a new run only: a resumed one has its own in the checkpoint.
     model = prepare(model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
