@@ -219,8 +219,9 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             target=0.9909,
             model="conv_net",
             model_kwargs={"channels": (16, 16), "hidden": (128,), "dropout": 0.5},
-            # The report's recipe; its batch size is not given.
-            optimizer="sgd", lr=0.01, momentum=0.9, epochs=10, batch_size=64,
+            # The report's SGD with momentum 0.9 and mnist_cnn32's one-cycle schedule: with the report's
+            # constant 0.01 (batch 64) it wandered between 98.86% and 99.07% and ended at 98.92% (2026-12-02).
+            optimizer="sgd", lr=0.05, momentum=0.9, schedule="onecycle", epochs=10, batch_size=128,
         ),
         _cifar(
             name="cifar_cnn1",
