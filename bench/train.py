@@ -73,7 +73,6 @@ def report(data: DataBundle, device: torch.device, chunk_samples: int) -> Conten
         done = 0
         for _ in range(REPORT_EPOCHS):
             for x, y in report_loader(images, labels, cfg):
-                model.train()
                 report_step(model, optimizer, x.to(device), y.to(device))
                 done += len(y)
                 if done >= chunk_samples:
@@ -88,6 +87,7 @@ def report(data: DataBundle, device: torch.device, chunk_samples: int) -> Conten
 
 def advance(c: Contender, data: DataBundle, target: float, limit_s: Callable[[], float]) -> None:
     """Train one chunk of `c`, then score it; mark it stopped when it is done."""
+    c.model.train()  # scoring left it in eval mode
     start = time.perf_counter()
     samples = next(c.chunks, 0)
     if device_is_cuda(data):

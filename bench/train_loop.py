@@ -20,8 +20,7 @@ import torch
 from bench.report_recipe import COPIES, report_config, report_loader, report_step
 from training.build import model_for, optimizer_for
 from training.data import load_data
-from training.augment import augment_batch
-from training.loop import as_inputs, train_one_epoch
+from training.loop import batches, train_one_epoch
 from training.provenance import hardware, utc_now
 
 
@@ -35,12 +34,18 @@ def time_ours(cfg, data, samples: int) -> float:
     return len(subset) / (time.perf_counter() - start)
 
 
+def _report_loader(cfg, data, samples: int):
+    """The report's 4x loader over a quarter of `samples` images: the same number of samples, augmented as
+    the report did."""
+    subset = data.train.head(samples // COPIES)
+    return report_loader(subset.inputs[:, 0], subset.labels, cfg)
+
+
 def time_per_sample(cfg, data, samples: int) -> float:
     torch.manual_seed(0)
     model = model_for(cfg, data.input_shape, len(data.class_names))
     optimizer = optimizer_for(cfg, model)
-    subset = data.train.head(samples // COPIES)  # x4 copies: the same number of samples, augmented as the report did
-    loader = report_loader(subset.inputs[:, 0], subset.labels, cfg)
+    loader = _report_loader(cfg, data, samples)
     model.train()
     start = time.perf_counter()
     for x, y in loader:
@@ -49,20 +54,17 @@ def time_per_sample(cfg, data, samples: int) -> float:
 
 
 def data_ours(cfg, data, samples: int) -> float:
-    """Batches as train_one_epoch makes them (permuted index slices, batched augmentation), no model."""
-    subset, gen = data.train.head(samples), torch.Generator().manual_seed(0)
+    """The batches train_one_epoch trains on (training.loop.batches), no model."""
+    subset = data.train.head(samples)
     start = time.perf_counter()
-    order = torch.randperm(len(subset), generator=gen)
-    for first in range(0, len(subset), cfg.batch_size):
-        idx = order[first: first + cfg.batch_size]
-        augment_batch(as_inputs(subset.inputs[idx]), cfg, gen)
+    for _ in batches(subset, cfg, torch.Generator().manual_seed(0)):
+        pass
     return len(subset) / (time.perf_counter() - start)
 
 
 def data_per_sample(cfg, data, samples: int) -> float:
     """The report's DataLoader iterated, no model."""
-    subset = data.train.head(samples // COPIES)
-    loader = report_loader(subset.inputs[:, 0], subset.labels, cfg)
+    loader = _report_loader(cfg, data, samples)
     start = time.perf_counter()
     for _ in loader:
         pass

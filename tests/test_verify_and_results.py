@@ -103,3 +103,13 @@ def test_a_note_written_about_a_run_stays_until_a_newer_run(tmp_path: Path) -> N
     _fake_run(runs, "mnist_mlp", 0.98, "2026-02-01T00:00:00+00:00")
     assert report.collect(runs, results) == ["mnist_mlp"]
     assert "note" not in json.loads((results / "mnist_mlp.json").read_text())  # about another run
+
+
+def test_a_study_is_copied_again_only_when_it_changed(tmp_path: Path) -> None:
+    study = tmp_path / "sweeps" / "fashion_epochs"
+    study.mkdir(parents=True)
+    (study / "results.md").write_text("# Study fashion_epochs\n\n![comparison](comparison.png)\n")
+    assert report.collect_studies(tmp_path / "sweeps", tmp_path / "results") == ["fashion_epochs"]
+    assert report.collect_studies(tmp_path / "sweeps", tmp_path / "results") == []
+    (study / "results.md").write_text("# Study fashion_epochs\n\nrerun\n")
+    assert report.collect_studies(tmp_path / "sweeps", tmp_path / "results") == ["fashion_epochs"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,32 +64,36 @@ def _trace(losses: torch.Tensor, sizes: list[int]) -> list[list[float]]:
     return points
 
 
-def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
-                    optimizer: torch.optim.Optimizer, scheduler, gen: torch.Generator,
-                    desc: str = "train", world: World = SINGLE,
-                    augment_gen: torch.Generator | None = None, speed: Speed = FP32) -> dict[str, float]:
-    """One pass over a fresh permutation of `data`; returns mean loss (and accuracy) and a loss trace.
-
-    Under torchrun each process trains on its shard of every batch (`gen`, which orders the batches, must
-    be seeded alike everywhere; `augment_gen`, default `gen`, should differ per process).
-    """
+def batches(data: TensorData, cfg: ExperimentConfig, gen: torch.Generator, world: World = SINGLE,
+            augment_gen: torch.Generator | None = None,
+            desc: str = "train") -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch of this process's training batches, (labels, clean, noisy): index slices of a fresh
+    permutation, augmented as whole batches. Under torchrun each process takes its shard of every batch
+    (`gen`, which orders the batches, must be seeded alike everywhere; `augment_gen`, default `gen`,
+    should differ per process)."""
     augment_gen = gen if augment_gen is None else augment_gen
-    model.train()
-    device = data.inputs.device
-    n = len(data)
-    order = torch.randperm(n, generator=gen, device=device)
-    batch_losses: list[torch.Tensor] = []
-    sizes: list[int] = []
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    bar = tqdm(range(0, n, cfg.batch_size), desc=desc, leave=False, disable=None if world.is_main else True,
-               unit="batch")
+    order = torch.randperm(len(data), generator=gen, device=data.inputs.device)
+    bar = tqdm(range(0, len(data), cfg.batch_size), desc=desc, leave=False,
+               disable=None if world.is_main else True, unit="batch")
     for start in bar:
         idx = order[start: start + cfg.batch_size]
         if len(idx) < 2 * world.size:  # BatchNorm cannot train on a single image, nor DDP on an empty shard
             continue
         idx = shard(idx, world)
-        labels = data.labels[idx]
-        clean, noisy = augment_batch(as_inputs(data.inputs[idx]), cfg, augment_gen)
+        yield (data.labels[idx], *augment_batch(as_inputs(data.inputs[idx]), cfg, augment_gen))
+
+
+def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
+                    optimizer: torch.optim.Optimizer, scheduler, gen: torch.Generator,
+                    desc: str = "train", world: World = SINGLE,
+                    augment_gen: torch.Generator | None = None, speed: Speed = FP32) -> dict[str, float]:
+    """One pass over `batches`; returns mean loss (and accuracy over every process) and a loss trace."""
+    model.train()
+    device = data.inputs.device
+    batch_losses: list[torch.Tensor] = []
+    sizes: list[int] = []
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    for labels, clean, noisy in batches(data, cfg, gen, world, augment_gen, desc):
         with speed.autocast(device):
             output = model(speed.layout(noisy))
         output = output.float()  # the loss in fp32 whatever the forward ran in (a no-op in fp32)
@@ -99,7 +105,7 @@ def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
             scheduler.step()
         # Kept on the device: no host sync per step.
         batch_losses.append(loss.detach())
-        sizes.append(len(idx))
+        sizes.append(len(labels))
         if cfg.task == "classify":
             correct += (predicted_labels(cfg, output.detach()) == labels).sum()
     losses = torch.stack(batch_losses).float().cpu() if batch_losses else torch.zeros(0)

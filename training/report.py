@@ -65,15 +65,20 @@ def collect(runs_dir: Path, results_dir: Path, store: Path | None = None) -> lis
 
 
 def collect_studies(sweeps_dir: Path, results_dir: Path) -> list[str]:
-    """Copy each study's table and plot (runs/sweeps/NAME/) to docs/results/studies/; the names copied."""
+    """Copy each study's table and plot (runs/sweeps/NAME/) to docs/results/studies/; the names whose copy changed."""
     names = []
     for table in sorted(Path(sweeps_dir).glob("*/results.md")):
         name, out = table.parent.name, Path(results_dir) / "studies"
         text = table.read_text(encoding="utf-8").replace("(comparison.png)", f"({name}.png)")
-        atomic_write_text(out / f"{name}.md", text)
-        if (table.parent / "comparison.png").is_file():
-            atomic_write_bytes(out / f"{name}.png", (table.parent / "comparison.png").read_bytes())
-        names.append(name)
+        plot = table.parent / "comparison.png"
+        copies = [(out / f"{name}.md", text.encode("utf-8"))]
+        if plot.is_file():
+            copies.append((out / f"{name}.png", plot.read_bytes()))
+        stale = [(path, data) for path, data in copies if not path.is_file() or path.read_bytes() != data]
+        for path, data in stale:
+            atomic_write_bytes(path, data)
+        if stale:  # a study copied before and unchanged since is not news
+            names.append(name)
     return names
 
 
