@@ -257,7 +257,11 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             model="conv_net",
             model_kwargs={"channels": (16, 32), "hidden": (64,)},
             normalize=CIFAR_NORMALIZE,
-            optimizer="sgd", lr=0.01, momentum=0.9, epochs=50, batch_size=64,
+            # cifar_cnn2's recipe. The report's own (constant SGD 0.01, momentum 0.9, batch 64, 50 epochs)
+            # peaked at 66.92% after epoch 4, then learnt the training set (98.5%) and ended at 62.36%
+            # (2026-12-02).
+            optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=2e-3, label_smoothing=0.1, schedule="onecycle",
+            epochs=15, batch_size=128,
         ),
         _cifar(
             name="cifar_cnn2_aug",
