@@ -28,6 +28,7 @@ from training.loop import evaluate, train_one_epoch
 from training.provenance import hardware, utc_now
 from training.registry import ExperimentConfig, get_config
 from training.run import resolve_device
+from training.speed import choose_speed, prepare
 
 REPORT_EPOCHS = 15  # Report A's schedule: 15 passes over the 4x data
 
@@ -50,16 +51,19 @@ class Contender:
 def ours(data: DataBundle, device: torch.device) -> Contender:
     cfg = get_config("fashion_cnn")
     gen = seed_everything(cfg, device)
+    speed = choose_speed("auto", False, device, data.input_shape)  # what training.fit takes on this device
     model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
+    speed = speed.for_model(model)
+    model = prepare(model, speed)
     optimizer = optimizer_for(cfg, model)
     scheduler = scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size))
 
     def chunks() -> Iterator[int]:
         for _ in range(cfg.epochs):
-            yield train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen)["examples"]
+            yield train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen, speed=speed)["examples"]
 
-    return Contender(f"ours (`fashion_cnn`: Adam 2e-3 one-cycle, batch {cfg.batch_size}, tensor batches)",
-                     cfg, model, chunks())
+    return Contender(f"ours (`fashion_cnn`: Adam 2e-3 one-cycle, batch {cfg.batch_size}, tensor batches, "
+                     f"{speed.describe()})", cfg, model, chunks())
 
 
 def report(data: DataBundle, device: torch.device, chunk_samples: int) -> Contender:

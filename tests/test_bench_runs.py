@@ -35,5 +35,5 @@ def test_both_default_runs_land_in_the_table(tmp_path: Path, capsys: pytest.Capt
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| `")}
     assert set(rows) == {"`fashion_cnn`", "`mnist_cnn32`"}, out
     assert "| 0.00% | " in rows["`fashion_cnn`"] and "(epoch 1)" in rows["`fashion_cnn`"]  # 0 is reached at once
-    assert "| 99.00% | " in rows["`mnist_cnn32`"] and rows["`mnist_cnn32`"].endswith("| fp32 |")
+    assert "| 99.00% | " in rows["`mnist_cnn32`"] and rows["`mnist_cnn32`"].endswith("| fp32, channels-last |")
     assert f"`python -m bench.runs {' '.join(argv)}`" in out  # the command that reproduces the table

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import train, train_loop
+from bench import train, train_loop, train_step
 from synthetic import write_fashion_mnist
 
 
@@ -39,3 +39,26 @@ def test_throughput_table_compares_the_two_loops(root: Path, capsys: pytest.Capt
     assert out.count("| per-sample DataLoader (reports' style) |") == 2, out  # training pass, data path alone
     assert out.count("| tensor-resident batches (ours) |") == 2, out
     assert "share of a training pass" in out
+
+
+def test_step_table_compares_each_speed_option_with_fp32(root: Path, capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import speed
+    monkeypatch.setattr(speed, "COMPILE_BACKEND", "aot_eager")  # no C++ build in the suite
+    train_step.main(["fashion_cnn", "--data-root", str(root), "--device", "cpu", "--samples", "64",
+                     "--rounds", "2"])
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    assert rows["fp32"].endswith("| 1.00x |"), out  # the baseline's ratio against itself
+    for variant in ("bf16 autocast", "fp32, channels-last", "bf16 autocast, channels-last", "fp32, torch.compile",
+                    "fp32, batch 64 (half)", "fp32, batch 256 (double)"):
+        assert variant in rows, out
+        assert len(rows[variant].split(" | ")[3].split(", ")) == 2, out  # one rate per round
+    assert "--samples 64 --rounds 2" in out
+
+
+def test_skipped_variants_leave_the_baseline() -> None:
+    from training.registry import get_config
+    kept = train_step.variants(get_config("fashion_cnn"), image_model=True, skip=["bf16", "fp32"])
+    assert list(kept) == ["fp32"]  # "fp32" names the baseline too, which always stays
+    assert "fp32, channels-last" not in train_step.variants(get_config("heart_mlp"), image_model=False)

@@ -1,5 +1,5 @@
 """Speed options on a CPU: bf16 with channels-last and torch.compile train, checkpoint, resume and export
-like a plain run; the defaults leave a CPU run plain fp32 (whose bitwise resume test_checkpoint.py checks)."""
+like a plain run; the defaults leave a CPU run in fp32 (whose bitwise resume test_checkpoint.py checks)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,15 @@ def _opts(root: Path, runs: Path, **kw) -> RunOptions:
     return RunOptions(data_root=root, runs_dir=runs, device="cpu", publish=False, **kw)
 
 
-def test_auto_is_bf16_channels_last_on_cuda_and_plain_fp32_on_cpu() -> None:
+def test_auto_is_bf16_channels_last_on_cuda_and_fp32_channels_last_on_cpu() -> None:
     cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device name needs no GPU
-    assert choose_speed("auto", False, cpu, IMAGE) == FP32
+    assert choose_speed("auto", False, cpu, IMAGE) == Speed(channels_last=True)
+    assert choose_speed("auto", False, cpu, TABLE) == FP32  # rows have no channels to move
     assert choose_speed("auto", False, cuda, IMAGE) == Speed(bf16=True, channels_last=True)
-    assert choose_speed("auto", False, cuda, TABLE) == Speed(bf16=True)  # rows have no channels to move
+    assert choose_speed("auto", False, cuda, TABLE) == Speed(bf16=True)
     assert choose_speed("fp32", True, cuda, IMAGE) == Speed(compile=True)
-    assert choose_speed("bf16", False, cpu, IMAGE) == Speed(bf16=True)
+    assert choose_speed("bf16", False, cpu, IMAGE) == Speed(bf16=True, channels_last=True)
+    assert choose_speed("auto", False, cpu, IMAGE, channels_last=False) == FP32
     assert Speed(True, True, True).describe() == "bf16 autocast, channels-last, torch.compile"
     with pytest.raises(ValueError, match="known: auto, fp32, bf16"):
         choose_speed("fp16", False, cpu, IMAGE)
@@ -51,7 +53,7 @@ def test_bf16_channels_last_trains_resumes_and_exports(tmp_path: Path) -> None:
     fast = dict(precision="bf16", channels_last=True, artifacts=False)
     plain = run_experiment(cfg.replace(epochs=1), _opts(root, tmp_path / "fp32", artifacts=False))
     first = run_experiment(cfg.replace(epochs=1), _opts(root, tmp_path / "bf16", **fast))
-    assert plain["speed"] == "fp32" and "fp32" not in plain["hardware"]
+    assert plain["speed"] == "fp32, channels-last" and "fp32" not in plain["hardware"]
     assert first["speed"] == "bf16 autocast, channels-last" and first["hardware"].endswith(first["speed"])
     after_one = load_checkpoint(checkpoint)
     convs = [w for w in after_one["model"].values() if w.dim() == 4]
@@ -82,3 +84,10 @@ def test_compile_trains_and_checkpoints_the_plain_module(tmp_path: Path, monkeyp
     assert list(b) == list(a)  # no "_orig_mod." prefix
     for key in a:  # the compiled step updated the very parameters the checkpoint holds
         torch.testing.assert_close(b[key], a[key], atol=1e-4, rtol=1e-3, msg=key)
+
+
+def test_channels_last_is_dropped_for_a_model_without_convs() -> None:
+    asked = Speed(channels_last=True)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+    assert asked.for_model(mlp) == FP32 and asked.for_model(conv) == asked

@@ -24,7 +24,7 @@ from .loop import as_inputs, evaluate, train_one_epoch
 from .manifest import build_manifest, model_card
 from .provenance import git_commit, hardware, library_versions, utc_now
 from .registry import ExperimentConfig, config_from_dict, config_to_dict
-from .speed import FP32, Speed, choose_speed, compiled, prepare
+from .speed import Speed, choose_speed, compiled, prepare
 from .store import publish_model
 
 log = logging.getLogger("training")
@@ -50,7 +50,7 @@ class RunOptions:
     # How fast, not what: none of these is part of the experiment's config (training/speed.py).
     precision: str = "auto"       # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False         # torch.compile the training step's module
-    channels_last: bool | None = None  # None: on CUDA in bf16, for image models
+    channels_last: bool | None = None  # None: for conv nets on a CPU, or on CUDA in bf16
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,16 +92,19 @@ def _summary_line(cfg: ExperimentConfig, record: dict[str, Any]) -> str:
 
 
 def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptions, device: torch.device,
-          speed: Speed) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train with a checkpoint after every epoch; return the model and the final checkpoint state."""
+          speed: Speed) -> tuple[torch.nn.Module, dict[str, Any], Speed]:
+    """Train with a checkpoint after every epoch; return the model, the final checkpoint state and the speed
+    options it trained with (`speed` less what this model cannot use)."""
     checkpoint_path, world = run_dir / CHECKPOINT, opts.world
     if world.is_main:  # temp files of writes a kill interrupted (files.atomic_write_*): nobody reads them
         for stale in run_dir.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
     gen = seed_everything(cfg, device)
     # Pretrained weights are fetched for a new run only: a resumed one has its own in the checkpoint.
-    model = prepare(model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
-                              pretrained=not opts.resume).to(device), speed)
+    model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
+                      pretrained=not opts.resume).to(device)
+    speed = speed.for_model(model)
+    model = prepare(model, speed)
     state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": None, "commands": []}
     if opts.resume:
         saved = load_checkpoint(checkpoint_path, map_location=device)
@@ -158,7 +161,7 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         })
         append_jsonl(run_dir / METRICS, record)
         log.info(_summary_line(cfg, record))
-    return model, state
+    return model, state, speed
 
 
 def _command_summary(commands: list[str]) -> str:
@@ -180,15 +183,16 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any] | 
     data_load_s = time.perf_counter() - started
     if len(data.train) == 0 or len(data.test) == 0:
         raise RunError(f"{cfg.name}: empty data ({len(data.train)} train / {len(data.test)} test)")
-    speed = choose_speed(opts.precision, opts.compile, device, data.input_shape, opts.channels_last)
-    model, state = train(cfg, data, run_dir, opts, device, speed)
+    model, state, speed = train(cfg, data, run_dir, opts, device,
+                                choose_speed(opts.precision, opts.compile, device, data.input_shape,
+                                             opts.channels_last))
     if not opts.world.is_main:
         return None
 
     processes = f", {opts.world.size} processes (DDP)" if opts.world.active else ""
-    # The hardware line names the speed options only when they differ from plain fp32, which every
-    # earlier figure used; "speed" always says.
-    how = "" if speed == FP32 else f", {speed.describe()}"
+    # The hardware line names the speed options only when the arithmetic is not fp32 (layout and compilation
+    # change speed, not precision); "speed" always says everything.
+    how = f", {speed.describe()}" if speed.bf16 else ""
     facts = {"epochs": state["epoch"], "wall_time_s": state["wall_time_s"],
              "hardware": hardware(device) + processes + how, "speed": speed.describe(),
              "data_load_s": data_load_s,

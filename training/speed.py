@@ -1,13 +1,15 @@
 """How fast a training step runs, never what it learns: bf16 autocast, channels-last images, torch.compile.
 
-By default a GPU run takes bf16 autocast and, for image models, channels-last; a CPU run takes none of them,
-so it stays bitwise repeatable. Evaluation always runs in fp32, so a reported accuracy is the one the fp32
+By default a GPU run takes bf16 autocast and, for image models, channels-last; a CPU run takes fp32 and, for
+image models, channels-last, which trains about 1.1-1.2x faster there (bench.train_step, docs/BENCHMARKS.md)
+and stays bitwise repeatable. Evaluation always runs in fp32, so a reported accuracy is the one the fp32
 ONNX export gives. Checkpoints hold the plain module's weights whichever options trained it, so a run may
 be resumed with other options.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -32,6 +34,12 @@ class Speed:
     def autocast(self, device: torch.device) -> AbstractContextManager:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
+    def for_model(self, model: nn.Module) -> "Speed":
+        """These options, less channels-last for a model without conv weights, where it would change nothing."""
+        if self.channels_last and not any(p.dim() == 4 for p in model.parameters()):
+            return dataclasses.replace(self, channels_last=False)
+        return self
+
     def layout(self, inputs: torch.Tensor) -> torch.Tensor:
         """A batch in the memory format the model's weights are in."""
         if self.channels_last and inputs.dim() == 4:
@@ -44,17 +52,19 @@ FP32 = Speed()
 
 def choose_speed(precision: str, compile: bool, device: torch.device, input_shape: tuple[int, ...],
                  channels_last: bool | None = None) -> Speed:
-    """The options a run trains with; `channels_last` None means: on CUDA in bf16, for image models."""
+    """The options a run trains with; `channels_last` None means: for image models, on a CPU or on CUDA in bf16
+    (CUDA in fp32 is not measured)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     if channels_last is None:
-        channels_last = bf16 and device.type == "cuda"
+        channels_last = device.type == "cpu" or (bf16 and device.type == "cuda")
     return Speed(bf16, channels_last and len(input_shape) == 3, compile)
 
 
 def prepare(model: nn.Module, speed: Speed) -> nn.Module:
-    """`model` with its conv weights in the batch layout (in place: the optimizer sees the same tensors)."""
+    """`model` with its conv weights in the batch layout (in place: the optimizer sees the same tensors);
+    `speed` should be `speed.for_model(model)`."""
     return model.to(memory_format=torch.channels_last) if speed.channels_last else model
 
 
