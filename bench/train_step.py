@@ -48,12 +48,12 @@ class Variant:
         return self.speed.describe()
 
 
-def variants(cfg: ExperimentConfig, image_model: bool, skip: list[str] = ()) -> dict[str, Variant]:
+def variants(cfg: ExperimentConfig, conv_net: bool, skip: list[str] = ()) -> dict[str, Variant]:
     """The registered recipe in fp32 first (the baseline), then one change at a time, less those whose
     name holds a word of `skip`."""
     b = cfg.batch_size
     speeds = [Speed(), Speed(bf16=True)]
-    if image_model:
+    if conv_net:  # channels-last moves conv weights and feature maps; nothing else has them
         speeds += [Speed(channels_last=True), Speed(bf16=True, channels_last=True)]
     speeds.append(Speed(compile=True))
     found = {s.describe(): Variant(s, b) for s in speeds}
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg, device = get_config(args.name), resolve_device(args.device)
     bundle = load_data(cfg, args.data_root)
     data = bundle.train.head(args.samples).to(device)
-    found = variants(cfg, len(bundle.input_shape) == 3, args.skip)
+    probe = model_for(cfg, bundle.input_shape, len(bundle.class_names), bundle.tabular, pretrained=False)
+    found = variants(cfg, Speed(channels_last=True).for_model(probe).channels_last, args.skip)
     for v in found.values():
         set_up(v, cfg, bundle, data, device)
     for round_ in range(args.rounds):

@@ -59,6 +59,6 @@ def test_step_table_compares_each_speed_option_with_fp32(root: Path, capsys: pyt
 
 def test_skipped_variants_leave_the_baseline() -> None:
     from training.registry import get_config
-    kept = train_step.variants(get_config("fashion_cnn"), image_model=True, skip=["bf16", "fp32"])
+    kept = train_step.variants(get_config("fashion_cnn"), conv_net=True, skip=["bf16", "fp32"])
     assert list(kept) == ["fp32"]  # "fp32" names the baseline too, which always stays
-    assert "fp32, channels-last" not in train_step.variants(get_config("heart_mlp"), image_model=False)
+    assert "fp32, channels-last" not in train_step.variants(get_config("mnist_mlp"), conv_net=False)
