@@ -52,9 +52,7 @@ def ours(data: DataBundle, device: torch.device) -> Contender:
     cfg = get_config("fashion_cnn")
     gen = seed_everything(cfg, device)
     speed = choose_speed("auto", False, device, data.input_shape)  # what training.fit takes on this device
-    model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
-    speed = speed.for_model(model)
-    model = prepare(model, speed)
+    model, speed = prepare(model_for(cfg, data.input_shape, len(data.class_names)).to(device), speed)
     optimizer = optimizer_for(cfg, model)
     scheduler = scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size))
 

@@ -78,7 +78,7 @@ def set_up(v: Variant, cfg: ExperimentConfig, bundle: DataBundle, data: TensorDa
     torch.manual_seed(cfg.seed)
     # Random weights even where the experiment fine-tunes pretrained ones: the speed is the same.
     model = model_for(cfg, bundle.input_shape, len(bundle.class_names), bundle.tabular, pretrained=False)
-    model = prepare(model.to(device), v.speed)  # every variant is one the caller asked for, so no for_model
+    model, v.speed = prepare(model.to(device), v.speed)
     v.optimizer = optimizer_for(cfg, model)
     v.trainee = compiled(model, v.speed)
     start = time.perf_counter()

@@ -101,10 +101,8 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
             stale.unlink(missing_ok=True)
     gen = seed_everything(cfg, device)
     # Pretrained weights are fetched for a new run only: a resumed one has its own in the checkpoint.
-    model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
-                      pretrained=not opts.resume).to(device)
-    speed = speed.for_model(model)
-    model = prepare(model, speed)
+    model, speed = prepare(model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
+                                     pretrained=not opts.resume).to(device), speed)
     state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": None, "commands": []}
     if opts.resume:
         saved = load_checkpoint(checkpoint_path, map_location=device)

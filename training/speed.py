@@ -62,10 +62,11 @@ def choose_speed(precision: str, compile: bool, device: torch.device, input_shap
     return Speed(bf16, channels_last and len(input_shape) == 3, compile)
 
 
-def prepare(model: nn.Module, speed: Speed) -> nn.Module:
-    """`model` with its conv weights in the batch layout (in place: the optimizer sees the same tensors);
-    `speed` should be `speed.for_model(model)`."""
-    return model.to(memory_format=torch.channels_last) if speed.channels_last else model
+def prepare(model: nn.Module, speed: Speed) -> tuple[nn.Module, Speed]:
+    """`model` with its conv weights in the batch layout (in place: the optimizer sees the same tensors), and
+    the options it can use: `speed.for_model(model)`."""
+    speed = speed.for_model(model)
+    return (model.to(memory_format=torch.channels_last) if speed.channels_last else model), speed
 
 
 def compiled(trainee: nn.Module, speed: Speed) -> nn.Module:
