@@ -17,20 +17,29 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 
 from bench.report_recipe import COPIES, report_config, report_loader, report_step
+from training.averaging import WeightAverage
 from training.build import model_for, optimizer_for, scheduler_for, seed_everything
 from training.data import DataBundle, load_data
 from training.loop import evaluate, train_one_epoch
 from training.provenance import hardware, utc_now
 from training.registry import ExperimentConfig, get_config
 from training.run import resolve_device
-from training.speed import choose_speed, prepare
+from training.speed import Speed, choose_speed, prepare
 
 REPORT_EPOCHS = 15  # Report A's schedule: 15 passes over the 4x data
+
+
+class FreshRun(NamedTuple):
+    gen: torch.Generator
+    model: torch.nn.Module
+    speed: Speed
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
 
 
 @dataclasses.dataclass
@@ -39,7 +48,8 @@ class Contender:
 
     name: str
     cfg: ExperimentConfig
-    model: torch.nn.Module
+    model: torch.nn.Module   # the one that trains
+    scored: torch.nn.Module  # the one scored: `model`, or its weights' moving average
     chunks: Iterator[int]  # each next() trains one chunk and returns the samples it used
     seconds: float = 0.0
     samples: int = 0
@@ -48,20 +58,30 @@ class Contender:
     stopped: str = ""
 
 
+def fresh_run(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> FreshRun:
+    """What training.fit sets up for a new run of `cfg` on `device`, with the speed options it would pick."""
+    gen = seed_everything(cfg, device)
+    model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
+    speed = choose_speed("auto", False, device, model)
+    model = prepare(model, speed)
+    optimizer = optimizer_for(cfg, model)
+    return FreshRun(gen, model, speed, optimizer,
+                    scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size)))
+
+
 def ours(data: DataBundle, device: torch.device) -> Contender:
     cfg = get_config("fashion_cnn")
-    gen = seed_everything(cfg, device)
-    speed = choose_speed("auto", False, device, data.input_shape)  # what training.fit takes on this device
-    model, speed = prepare(model_for(cfg, data.input_shape, len(data.class_names)).to(device), speed)
-    optimizer = optimizer_for(cfg, model)
-    scheduler = scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size))
+    gen, model, speed, optimizer, scheduler = fresh_run(cfg, data, device)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
     def chunks() -> Iterator[int]:
         for _ in range(cfg.epochs):
-            yield train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen, speed=speed)["examples"]
+            yield train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen, speed=speed,
+                                  average=average)["examples"]
 
-    return Contender(f"ours (`fashion_cnn`: Adam 2e-3 one-cycle, batch {cfg.batch_size}, tensor batches, "
-                     f"{speed.describe()})", cfg, model, chunks())
+    averaged = f", weights' moving average {cfg.ema_decay:g}" if average is not None else ""
+    return Contender(f"ours (`fashion_cnn`: Adam 2e-3 one-cycle{averaged}, batch {cfg.batch_size}, tensor batches, "
+                     f"{speed.describe()})", cfg, model, average.model if average is not None else model, chunks())
 
 
 def report(data: DataBundle, device: torch.device, chunk_samples: int) -> Contender:
@@ -84,7 +104,7 @@ def report(data: DataBundle, device: torch.device, chunk_samples: int) -> Conten
             yield done
 
     return Contender(f"Report A (Adam 1e-3, batch 100, {COPIES}x data, per-sample DataLoader)", cfg, model,
-                     chunks())
+                     model, chunks())
 
 
 def advance(c: Contender, data: DataBundle, target: float, limit_s: Callable[[], float]) -> None:
@@ -99,7 +119,7 @@ def advance(c: Contender, data: DataBundle, target: float, limit_s: Callable[[],
         c.stopped = "planned epochs done"
         return
     c.samples += samples
-    c.accuracy = evaluate(c.model, data.test, c.cfg)["test_accuracy"]
+    c.accuracy = evaluate(c.scored, data.test, c.cfg)["test_accuracy"]
     print(f"  {c.name.split(' ')[0]}: {c.samples:,} samples, {c.seconds:,.0f} s, {100 * c.accuracy:.2f}%",
           flush=True)
     if c.accuracy >= target:

@@ -27,7 +27,7 @@ from training.loop import train_one_epoch
 from training.provenance import hardware, utc_now
 from training.registry import ExperimentConfig, get_config
 from training.run import resolve_device
-from training.speed import Speed, compiled, prepare
+from training.speed import Speed, compiled, has_convs, prepare
 
 BASELINE = "fp32"
 
@@ -78,7 +78,7 @@ def set_up(v: Variant, cfg: ExperimentConfig, bundle: DataBundle, data: TensorDa
     torch.manual_seed(cfg.seed)
     # Random weights even where the experiment fine-tunes pretrained ones: the speed is the same.
     model = model_for(cfg, bundle.input_shape, len(bundle.class_names), bundle.tabular, pretrained=False)
-    model, v.speed = prepare(model.to(device), v.speed)
+    model = prepare(model.to(device), v.speed)
     v.optimizer = optimizer_for(cfg, model)
     v.trainee = compiled(model, v.speed)
     start = time.perf_counter()
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     bundle = load_data(cfg, args.data_root)
     data = bundle.train.head(args.samples).to(device)
     probe = model_for(cfg, bundle.input_shape, len(bundle.class_names), bundle.tabular, pretrained=False)
-    found = variants(cfg, Speed(channels_last=True).for_model(probe).channels_last, args.skip)
+    found = variants(cfg, has_convs(probe), args.skip)
     for v in found.values():
         set_up(v, cfg, bundle, data, device)
     for round_ in range(args.rounds):

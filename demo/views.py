@@ -231,8 +231,8 @@ def heart_status(models: ServedModels) -> str | None:
     """Why the heart tab cannot answer, or None when it can."""
     served = models.models.get(HEART_MODEL)
     if served is None:
-        return (f"**The heart-disease model is not published yet.** Once it is trained and published "
-                f"(`python -m training.fit heart_mlp`), restart the demo and this tab shows its form.")
+        return ("**The heart-disease model is not published yet.** Once it is trained and published "
+                "(`python -m training.fit heart_mlp`), restart the demo and this tab shows its form.")
     if not served.ready:
         return f"**The heart-disease model ({served.version}) failed to load:** {served.error}"
     return None

@@ -1,4 +1,4 @@
-"""bench.train and bench.train_loop end to end on tiny synthetic FashionMNIST: both recipes train, get
+"""bench.train, bench.train_loop, bench.train_step and bench.weight_average end to end on tiny synthetic FashionMNIST: both recipes train, get
 scored and land in the printed table (the timings themselves mean nothing here)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import train, train_loop, train_step
+from bench import train, train_loop, train_step, weight_average
 from synthetic import write_fashion_mnist
 
 
@@ -27,9 +27,9 @@ def test_time_to_target_table_has_both_recipes(root: Path, capsys: pytest.Captur
 
 
 def test_an_unreached_target_is_a_lower_bound() -> None:
-    theirs = train.Contender("Report A", None, None, iter(()), seconds=8.0, samples=10, accuracy=0.5,
+    theirs = train.Contender("Report A", None, None, None, iter(()), seconds=8.0, samples=10, accuracy=0.5,
                              stopped="cap reached")
-    mine = train.Contender("ours", None, None, iter(()), seconds=2.0, samples=10, accuracy=0.99, reached=True)
+    mine = train.Contender("ours", None, None, None, iter(()), seconds=2.0, samples=10, accuracy=0.99, reached=True)
     assert "| at least 4.00x |" in train.table(theirs, mine, 0.98)
 
 
@@ -62,3 +62,12 @@ def test_skipped_variants_leave_the_baseline() -> None:
     kept = train_step.variants(get_config("fashion_cnn"), conv_net=True, skip=["bf16", "fp32"])
     assert list(kept) == ["fp32"]  # "fp32" names the baseline too, which always stays
     assert "fp32, channels-last" not in train_step.variants(get_config("mnist_mlp"), conv_net=False)
+
+
+def test_weight_average_table_scores_each_decay_every_epoch(root: Path, capsys: pytest.CaptureFixture) -> None:
+    weight_average.main(["--data-root", str(root), "--device", "cpu", "--epochs", "2", "--decays", "0.5", "0.9"])
+    out = capsys.readouterr().out
+    assert "| samples | as trained | average 0.5 | average 0.9 | seconds |" in out, out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 2 and all(row.count("%") == 3 for row in rows), out
+    assert "83 training images, 17 held out" in out, out  # 1/6 of the five classes' 100 images held out

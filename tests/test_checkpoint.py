@@ -21,26 +21,31 @@ def _opts(root: Path, runs: Path, **kw) -> RunOptions:
     return RunOptions(data_root=root, runs_dir=runs, device="cpu", publish=False, **kw)
 
 
-def test_resume_ends_with_the_same_weights(fashion_root: Path, tmp_path: Path) -> None:
-    run_experiment(CFG, _opts(fashion_root, tmp_path / "straight"))
-    run_experiment(CFG.replace(epochs=1), _opts(fashion_root, tmp_path / "split"))
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["trained-weights", "moving-average"])
+def test_resume_ends_with_the_same_weights(fashion_root: Path, tmp_path: Path, ema_decay: float) -> None:
+    cfg = CFG.replace(ema_decay=ema_decay)  # with a moving average, "model" holds it and "raw_model" the rest
+    run_experiment(cfg, _opts(fashion_root, tmp_path / "straight"))
+    run_experiment(cfg.replace(epochs=1), _opts(fashion_root, tmp_path / "split"))
     # A run planned for 3 epochs that stopped after 1: rewrite its plan, as a kill would leave it.
-    saved = load_checkpoint(tmp_path / "split" / CFG.name / "checkpoint.pt")
+    saved = load_checkpoint(tmp_path / "split" / cfg.name / "checkpoint.pt")
     saved["config"]["epochs"] = 3
-    save_checkpoint(tmp_path / "split" / CFG.name / "checkpoint.pt", saved)
-    half_written = tmp_path / "split" / CFG.name / ".checkpoint.pt.k1ll3d.tmp"  # what a kill mid-write leaves
+    save_checkpoint(tmp_path / "split" / cfg.name / "checkpoint.pt", saved)
+    half_written = tmp_path / "split" / cfg.name / ".checkpoint.pt.k1ll3d.tmp"  # what a kill mid-write leaves
     half_written.write_bytes(b"half a checkpoint")
-    report = run_experiment(CFG, _opts(fashion_root, tmp_path / "split", resume=True))
+    report = run_experiment(cfg, _opts(fashion_root, tmp_path / "split", resume=True))
     assert not half_written.exists()
     assert report["command"].endswith("(then 1 x --resume)")
 
-    a = load_checkpoint(tmp_path / "straight" / CFG.name / "checkpoint.pt")
-    b = load_checkpoint(tmp_path / "split" / CFG.name / "checkpoint.pt")
+    a = load_checkpoint(tmp_path / "straight" / cfg.name / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "split" / cfg.name / "checkpoint.pt")
     assert a["epoch"] == b["epoch"] == 3
-    for key, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][key]), key
+    weights = ["model", "raw_model"] if ema_decay else ["model"]
+    assert ("raw_model" in a) == bool(ema_decay)
+    for which in weights:
+        for key, tensor in a[which].items():
+            assert torch.equal(tensor, b[which][key]), (which, key)
     assert [r["epoch"] for r in b["history"]] == [1, 2, 3]
-    lines = (tmp_path / "split" / CFG.name / "metrics.jsonl").read_text().splitlines()
+    lines = (tmp_path / "split" / cfg.name / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3
 
 

@@ -1,5 +1,6 @@
 """Speed options on a CPU: bf16 with channels-last and torch.compile train, checkpoint, resume and export
-like a plain run; the defaults leave a CPU run in fp32 (whose bitwise resume test_checkpoint.py checks)."""
+like a plain run; which options each device and model gets by default (bitwise resume with them:
+test_checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -16,25 +17,34 @@ from training.registry import get_config
 from training.run import RunOptions, run_experiment
 from training.speed import FP32, Speed, choose_speed
 
-IMAGE, TABLE = (1, 28, 28), (11,)
+CONV = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
+MLP = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))  # image in, no convs
 
 
 def _opts(root: Path, runs: Path, **kw) -> RunOptions:
     return RunOptions(data_root=root, runs_dir=runs, device="cpu", publish=False, **kw)
 
 
-def test_auto_is_bf16_channels_last_on_cuda_and_fp32_channels_last_on_cpu() -> None:
+@pytest.mark.parametrize("amx", [False, True], ids=["cpu-without-bf16-units", "cpu-with-amx"])
+def test_auto_options_by_device_and_model(monkeypatch: pytest.MonkeyPatch, amx: bool) -> None:
+    monkeypatch.setattr(speed, "cpu_multiplies_bf16", lambda: amx)
     cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device name needs no GPU
-    assert choose_speed("auto", False, cpu, IMAGE) == Speed(channels_last=True)
-    assert choose_speed("auto", False, cpu, TABLE) == FP32  # rows have no channels to move
-    assert choose_speed("auto", False, cuda, IMAGE) == Speed(bf16=True, channels_last=True)
-    assert choose_speed("auto", False, cuda, TABLE) == Speed(bf16=True)
-    assert choose_speed("fp32", True, cuda, IMAGE) == Speed(compile=True)
-    assert choose_speed("bf16", False, cpu, IMAGE) == Speed(bf16=True, channels_last=True)
-    assert choose_speed("auto", False, cpu, IMAGE, channels_last=False) == FP32
+    assert choose_speed("auto", False, cpu, CONV) == Speed(bf16=amx, channels_last=True)
+    assert choose_speed("auto", False, cpu, MLP) == FP32  # no convs: nothing to move, no bf16 gain
+    assert choose_speed("auto", False, cuda, CONV) == Speed(bf16=True, channels_last=True)
+    assert choose_speed("auto", False, cuda, MLP) == Speed(bf16=True)
+    assert choose_speed("fp32", True, cuda, CONV) == Speed(compile=True)
+    assert choose_speed("fp32", False, cpu, CONV) == Speed(channels_last=True)
+    assert choose_speed("bf16", False, cpu, CONV) == Speed(bf16=True, channels_last=True)
+    assert choose_speed("bf16", False, cpu, MLP, channels_last=True) == Speed(bf16=True)  # asked, but no convs
+    assert choose_speed("auto", False, cpu, CONV, channels_last=False) == Speed(bf16=amx)
     assert Speed(True, True, True).describe() == "bf16 autocast, channels-last, torch.compile"
     with pytest.raises(ValueError, match="known: auto, fp32, bf16"):
-        choose_speed("fp16", False, cpu, IMAGE)
+        choose_speed("fp16", False, cpu, CONV)
+
+
+def test_the_cpu_check_reads_torch_s_capabilities() -> None:
+    assert speed.cpu_multiplies_bf16() == bool(torch.cpu.get_capabilities().get("amx_bf16"))
 
 
 def test_cli_offers_the_options(capsys: pytest.CaptureFixture) -> None:
@@ -51,7 +61,7 @@ def test_bf16_channels_last_trains_resumes_and_exports(tmp_path: Path) -> None:
     cfg = get_config("mnist_cnn_small").replace(batch_size=32)
     checkpoint = tmp_path / "bf16" / cfg.name / "checkpoint.pt"
     fast = dict(precision="bf16", channels_last=True, artifacts=False)
-    plain = run_experiment(cfg.replace(epochs=1), _opts(root, tmp_path / "fp32", artifacts=False))
+    plain = run_experiment(cfg.replace(epochs=1), _opts(root, tmp_path / "fp32", artifacts=False, precision="fp32"))
     first = run_experiment(cfg.replace(epochs=1), _opts(root, tmp_path / "bf16", **fast))
     assert plain["speed"] == "fp32, channels-last" and "fp32" not in plain["hardware"]
     assert first["speed"] == "bf16 autocast, channels-last" and first["hardware"].endswith(first["speed"])
@@ -86,8 +96,3 @@ def test_compile_trains_and_checkpoints_the_plain_module(tmp_path: Path, monkeyp
         torch.testing.assert_close(b[key], a[key], atol=1e-4, rtol=1e-3, msg=key)
 
 
-def test_channels_last_is_dropped_for_a_model_without_convs() -> None:
-    asked = Speed(channels_last=True)
-    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
-    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
-    assert asked.for_model(mlp) == FP32 and asked.for_model(conv) == asked

@@ -10,6 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import augment_batch
+from .averaging import WeightAverage
 from .data import TensorData
 from .distributed import SINGLE, World, shard, sum_over_processes
 from .registry import BINARY_LOSSES, ExperimentConfig
@@ -86,8 +87,10 @@ def batches(data: TensorData, cfg: ExperimentConfig, gen: torch.Generator, world
 def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
                     optimizer: torch.optim.Optimizer, scheduler, gen: torch.Generator,
                     desc: str = "train", world: World = SINGLE,
-                    augment_gen: torch.Generator | None = None, speed: Speed = FP32) -> dict[str, float]:
-    """One pass over `batches`; returns mean loss (and accuracy over every process) and a loss trace."""
+                    augment_gen: torch.Generator | None = None, speed: Speed = FP32,
+                    average: WeightAverage | None = None) -> dict[str, float]:
+    """One pass over `batches`, updating `average` after every step; returns mean loss (and accuracy over
+    every process) of the weights as trained, and a loss trace."""
     model.train()
     device = data.inputs.device
     batch_losses: list[torch.Tensor] = []
@@ -103,6 +106,8 @@ def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if average is not None:
+            average.update()
         # Kept on the device: no host sync per step.
         batch_losses.append(loss.detach())
         sizes.append(len(labels))

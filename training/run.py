@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from .averaging import WeightAverage
 from .build import freeze, init_from_checkpoint, model_for, optimizer_for, scheduler_for, seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
 from .crossval import cross_validate
@@ -91,18 +92,21 @@ def _summary_line(cfg: ExperimentConfig, record: dict[str, Any]) -> str:
     return f"{cfg.name} epoch {record['epoch']}/{cfg.epochs}: {shown} ({record['seconds']:.1f} s)"
 
 
-def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptions, device: torch.device,
-          speed: Speed) -> tuple[torch.nn.Module, dict[str, Any], Speed]:
-    """Train with a checkpoint after every epoch; return the model, the final checkpoint state and the speed
-    options it trained with (`speed` less what this model cannot use)."""
+def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptions,
+          device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Speed]:
+    """Train with a checkpoint after every epoch; return the model that is scored and exported (the weights'
+    moving average when the config asks for one), the final checkpoint state and the speed options it
+    trained with (training/speed.py: the run's options, and what they mean for this model and device)."""
     checkpoint_path, world = run_dir / CHECKPOINT, opts.world
     if world.is_main:  # temp files of writes a kill interrupted (files.atomic_write_*): nobody reads them
         for stale in run_dir.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
     gen = seed_everything(cfg, device)
     # Pretrained weights are fetched for a new run only: a resumed one has its own in the checkpoint.
-    model, speed = prepare(model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
-                                     pretrained=not opts.resume).to(device), speed)
+    model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
+                      pretrained=not opts.resume).to(device)
+    speed = choose_speed(opts.precision, opts.compile, device, model, opts.channels_last)
+    model = prepare(model, speed)
     state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": None, "commands": []}
     if opts.resume:
         saved = load_checkpoint(checkpoint_path, map_location=device)
@@ -114,8 +118,8 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
     freeze(model, cfg.freeze)
     optimizer = optimizer_for(cfg, model)
     scheduler = scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size))
-    if opts.resume:
-        model.load_state_dict(saved["model"])
+    if opts.resume:  # "model" holds the scored weights; with a moving average, "raw_model" those it averages
+        model.load_state_dict(saved.get("raw_model", saved["model"]))
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
@@ -127,6 +131,10 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS).unlink(missing_ok=True)
         atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    if average is not None and opts.resume:
+        average.load_state_dict(saved["model"])
+    scored = average.model if average is not None else model
     # DDP starts every process from rank 0's weights; checkpoints and scores use `model`, never the wrappers.
     trainee, augment_gen = compiled(parallel(model, world, device), speed), None
     if world.active:  # each process augments and drops out differently; the batch order stays shared
@@ -138,19 +146,20 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         record = {"epoch": epoch + 1,
                   **train_one_epoch(trainee, data.train, cfg, optimizer, scheduler, gen,
                                     desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}", world=world,
-                                    augment_gen=augment_gen, speed=speed)}
+                                    augment_gen=augment_gen, speed=speed, average=average)}
         if not world.is_main:  # scoring, checkpoints and metrics are rank 0's
             continue
-        record.update(evaluate(model, data.test, cfg), lr=optimizer.param_groups[0]["lr"])
+        record.update(evaluate(scored, data.test, cfg), lr=optimizer.param_groups[0]["lr"])
         if data.val is not None:
-            record.update(evaluate(model, data.val, cfg, prefix="val_"))
+            record.update(evaluate(scored, data.val, cfg, prefix="val_"))
         record["seconds"] = time.perf_counter() - started
         state["history"].append(record)
         state["epoch"] = epoch + 1
         state["wall_time_s"] += record["seconds"]
         save_checkpoint(checkpoint_path, {
             **state, "experiment": cfg.name, "config": config_to_dict(cfg),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": scored.state_dict(), "optimizer": optimizer.state_dict(),
+            **({"raw_model": model.state_dict()} if average is not None else {}),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": _rng_state(gen),
             "model_spec": {"input_shape": list(data.input_shape), "class_names": list(data.class_names),
@@ -159,7 +168,7 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         })
         append_jsonl(run_dir / METRICS, record)
         log.info(_summary_line(cfg, record))
-    return model, state, speed
+    return scored, state, speed
 
 
 def _command_summary(commands: list[str]) -> str:
@@ -181,9 +190,7 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any] | 
     data_load_s = time.perf_counter() - started
     if len(data.train) == 0 or len(data.test) == 0:
         raise RunError(f"{cfg.name}: empty data ({len(data.train)} train / {len(data.test)} test)")
-    model, state, speed = train(cfg, data, run_dir, opts, device,
-                                choose_speed(opts.precision, opts.compile, device, data.input_shape,
-                                             opts.channels_last))
+    model, state, speed = train(cfg, data, run_dir, opts, device)
     if not opts.world.is_main:
         return None
 

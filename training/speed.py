@@ -1,15 +1,17 @@
-"""How fast a training step runs, never what it learns: bf16 autocast, channels-last images, torch.compile.
+"""How fast a training step runs: bf16 autocast, channels-last images, torch.compile.
 
-By default a GPU run takes bf16 autocast and, for image models, channels-last; a CPU run takes fp32 and, for
-image models, channels-last, which trains about 1.1-1.2x faster there (bench.train_step, docs/BENCHMARKS.md)
-and stays bitwise repeatable. Evaluation always runs in fp32, so a reported accuracy is the one the fp32
-ONNX export gives. Checkpoints hold the plain module's weights whichever options trained it, so a run may
-be resumed with other options.
+By default a GPU run takes bf16 autocast and, for conv nets, channels-last. A CPU run takes channels-last
+for conv nets (1.1-1.3x faster, bench.train_step, docs/BENCHMARKS.md) and bf16 autocast for them only where
+the CPU multiplies bf16 in hardware (Intel AMX: 2.3-3.7x faster there; emulated elsewhere, 0.09x on an AMD
+EPYC with AVX2 only); other models train in fp32 (an MLP gained nothing from bf16 even with AMX). bf16
+rounds the forward pass, so it changes the arithmetic, not the recipe; CPU runs stay bitwise repeatable
+either way. Evaluation always runs in fp32, so a reported accuracy is the one the fp32 ONNX export gives.
+Checkpoints hold the plain module's fp32 weights whichever options trained it, so a run may be resumed
+with other options.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -34,12 +36,6 @@ class Speed:
     def autocast(self, device: torch.device) -> AbstractContextManager:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def for_model(self, model: nn.Module) -> "Speed":
-        """These options, less channels-last for a model without conv weights, where it would change nothing."""
-        if self.channels_last and not any(p.dim() == 4 for p in model.parameters()):
-            return dataclasses.replace(self, channels_last=False)
-        return self
-
     def layout(self, inputs: torch.Tensor) -> torch.Tensor:
         """A batch in the memory format the model's weights are in."""
         if self.channels_last and inputs.dim() == 4:
@@ -50,23 +46,36 @@ class Speed:
 FP32 = Speed()
 
 
-def choose_speed(precision: str, compile: bool, device: torch.device, input_shape: tuple[int, ...],
+def has_convs(model: nn.Module) -> bool:
+    """Whether `model` has 2-D conv weights: the models channels-last and CPU bf16 speed up."""
+    return any(p.dim() == 4 for p in model.parameters())
+
+
+def cpu_multiplies_bf16() -> bool:
+    """Whether this CPU has bf16 matrix units (Intel AMX), where oneDNN runs bf16 convs natively."""
+    return bool(torch.cpu.get_capabilities().get("amx_bf16", False))
+
+
+def choose_speed(precision: str, compile: bool, device: torch.device, model: nn.Module,
                  channels_last: bool | None = None) -> Speed:
-    """The options a run trains with; `channels_last` None means: for image models, on a CPU or on CUDA in bf16
-    (CUDA in fp32 is not measured)."""
+    """The options `model` trains with on `device`. Precision auto: bf16 on CUDA; on a CPU, bf16 for conv nets
+    where it multiplies bf16 in hardware, else fp32. `channels_last` None: for conv nets on a CPU, or on CUDA
+    in bf16 (CUDA in fp32 is not measured); never for a model without convs, where it would change nothing."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    convs = has_convs(model)
+    if precision == "auto":
+        bf16 = device.type == "cuda" or (device.type == "cpu" and convs and cpu_multiplies_bf16())
+    else:
+        bf16 = precision == "bf16"
     if channels_last is None:
         channels_last = device.type == "cpu" or (bf16 and device.type == "cuda")
-    return Speed(bf16, channels_last and len(input_shape) == 3, compile)
+    return Speed(bf16, channels_last and convs, compile)
 
 
-def prepare(model: nn.Module, speed: Speed) -> tuple[nn.Module, Speed]:
-    """`model` with its conv weights in the batch layout (in place: the optimizer sees the same tensors), and
-    the options it can use: `speed.for_model(model)`."""
-    speed = speed.for_model(model)
-    return (model.to(memory_format=torch.channels_last) if speed.channels_last else model), speed
+def prepare(model: nn.Module, speed: Speed) -> nn.Module:
+    """`model` with its conv weights in the batch layout (in place: the optimizer sees the same tensors)."""
+    return model.to(memory_format=torch.channels_last) if speed.channels_last else model
 
 
 def compiled(trainee: nn.Module, speed: Speed) -> nn.Module:
