@@ -119,3 +119,18 @@ def test_half_written_version_is_invisible(tmp_path: Path) -> None:
     (tmp_path / "fashion" / "v7-broken").mkdir()
     assert store.versions(tmp_path, "fashion") == [] and store.published_names(tmp_path) == []
     assert os.listdir(tmp_path / "fashion")
+
+
+def test_published_and_written_files_are_as_readable_as_a_plain_write(tmp_path: Path) -> None:
+    # tempfile's private 0600/0700 would hide a published model from a service running as another user.
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"weights")
+    plain_file = model.stat().st_mode & 0o777
+    (tmp_path / "plain").mkdir()
+    plain_dir = (tmp_path / "plain").stat().st_mode & 0o777
+    version = store.publish_model(tmp_path / "store", "fashion", model, {"task": "classify"}, "# card")
+    assert version.stat().st_mode & 0o777 == plain_dir
+    for name in ("model.onnx", "manifest.json", "MODEL_CARD.md"):
+        assert (version / name).stat().st_mode & 0o777 == plain_file, name
+    files.atomic_write_text(tmp_path / "report.md", "# report")
+    assert (tmp_path / "report.md").stat().st_mode & 0o777 == plain_file

@@ -10,6 +10,18 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# tempfile makes its files 0600 and folders 0700, private to this user; what we publish and report should
+# be readable as a plain open() or mkdir() would leave it (a service may run as another user).
+UMASK = _umask()
+FILE_MODE, DIR_MODE = 0o666 & ~UMASK, 0o777 & ~UMASK
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside `path` durable."""
     fd = os.open(path, os.O_RDONLY)
@@ -25,6 +37,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_json, atomic_write_text, fsync_dir, sha256_file
+from .files import DIR_MODE, atomic_write_json, atomic_write_text, fsync_dir, sha256_file
 
 MODEL_FILE, MANIFEST_FILE, CARD_FILE = "model.onnx", "manifest.json", "MODEL_CARD.md"
 _VERSION = re.compile(r"^v(\d+)$")
@@ -55,6 +55,7 @@ def publish_model(store: Path, name: str, onnx_file: Path, manifest: dict[str, A
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".incoming-"))
     try:
+        staging.chmod(DIR_MODE)
         target = staging / MODEL_FILE
         shutil.copyfile(onnx_file, target)
         with open(target, "rb") as f:
