@@ -182,7 +182,9 @@ def trial(number: int, data: Path, work: Path, reference: dict[str, Any], rng: r
         return record
     record["problems"] += check_files(work)
     final = load_checkpoint(checkpoint)
-    same = all(torch.equal(t, reference["model"][k]) for k, t in final["model"].items())
+    # "model" is what is scored and published (fashion_cnn's moving average), "raw_model" what trains on
+    same = all(torch.equal(t, reference[which][k]) for which in ("model", "raw_model") if which in reference
+               for k, t in final[which].items())
     if not same or final["epoch"] != reference["epoch"]:
         record["problems"].append("final weights differ from the uninterrupted run's")
     published = versions(work / "store", SERVED)

@@ -1,5 +1,6 @@
-"""bench.train, bench.train_loop, bench.train_step and bench.weight_average end to end on tiny synthetic FashionMNIST: both recipes train, get
-scored and land in the printed table (the timings themselves mean nothing here)."""
+"""bench.train, bench.train_loop, bench.train_step and bench.weight_average end to end on tiny synthetic
+FashionMNIST: every contender or variant trains, gets scored and lands in the printed table (the timings
+themselves mean nothing here)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def test_time_to_target_table_has_both_recipes(root: Path, capsys: pytest.Captur
     assert all("| yes |" in row for row in rows), out  # a target of 0 is reached after the first chunk
     assert rows[0].endswith("| 1.00x |") and rows[1].rstrip(" |").endswith("x"), out
     assert "--target 0" in out  # the command that reproduces the table is printed with it
+    ours_line = next(line for line in out.splitlines() if line.startswith("  ours:"))
+    assert "(weights as trained: " in ours_line, out  # ours is scored through its average, the raw shown too
+    assert "weights' moving average 0.99" in rows[1], out
 
 
 def test_an_unreached_target_is_a_lower_bound() -> None:

@@ -43,9 +43,6 @@ def test_auto_options_by_device_and_model(monkeypatch: pytest.MonkeyPatch, amx: 
         choose_speed("fp16", False, cpu, CONV)
 
 
-def test_the_cpu_check_reads_torch_s_capabilities() -> None:
-    assert speed.cpu_multiplies_bf16() == bool(torch.cpu.get_capabilities().get("amx_bf16"))
-
 
 def test_cli_offers_the_options(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):

@@ -47,8 +47,8 @@ def run_fold(cfg: ExperimentConfig, data: DataBundle, folds: int, fold: int, run
     scheduler = scheduler_for(cfg, optimizer, math.ceil(len(train) / cfg.batch_size))
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     for epoch in range(cfg.epochs):
-        train_one_epoch(model, train, cfg, optimizer, scheduler, gen,
-                        desc=f"{cfg.name} fold {fold + 1}/{folds} epoch {epoch + 1}/{cfg.epochs}", average=average)
+        train_one_epoch(model, train, cfg, optimizer, scheduler, gen, average=average,
+                        desc=f"{cfg.name} fold {fold + 1}/{folds} epoch {epoch + 1}/{cfg.epochs}")
     scores = evaluate(average.model if average is not None else model, data.train.subset(held.to(data.train.labels.device)), cfg, prefix="heldout_")
     return {"fold": fold + 1, "size": len(held), "train_size": len(train), **scores,
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": time.perf_counter() - started}

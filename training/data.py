@@ -12,7 +12,6 @@ import csv
 import gzip
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,6 +21,7 @@ import torch
 from torchvision import datasets
 
 from . import tabular
+from .files import temp_beside
 from .preprocessing import ImageError, ImageSpec, decode_image, prepare_image
 from .registry import FASHION_CLASSES, MNIST_CLASSES, ExperimentConfig
 
@@ -121,7 +121,7 @@ def _unpack_debian_fashion(source: Path, root: Path) -> None:
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name in FASHION_FILES:
-        fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.")
+        fd, tmp = temp_beside(raw / name)
         with gzip.open(source / f"{name}.gz", "rb") as src, os.fdopen(fd, "wb") as dst:
             shutil.copyfileobj(src, dst)
         os.replace(tmp, raw / name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from torch import nn
 
 from .build import model_from_checkpoint
 from .checkpoint import load_checkpoint
-from .files import fsync_dir
+from .files import fsync_dir, temp_beside
 from .registry import BINARY_LOSSES, ExperimentConfig
 
 INPUT_NAME = "pixels"          # (B, C, H, W) float32 in [0, 1]
@@ -77,7 +76,7 @@ def export_onnx(checkpoint: Path, onnx_path: Path, sample: torch.Tensor | None =
     example = torch.rand(4, *input_shape, generator=torch.Generator().manual_seed(0))  # shapes only
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=onnx_path.parent, prefix=f".{onnx_path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(onnx_path)
     os.close(fd)
     try:
         with warnings.catch_warnings():

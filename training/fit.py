@@ -48,9 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the run in RUNS_DIR/NAME from its last checkpoint; with --epochs, "
                         "train further than planned (constant learning-rate schedules only)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="training arithmetic: auto is bf16 autocast on a GPU and fp32 on a CPU, where runs "
-                        "stay bitwise repeatable, both with channels-last images for conv nets; evaluation is "
-                        "always fp32")
+                   help="training arithmetic: auto is bf16 autocast on a GPU; on a CPU, bf16 autocast for conv "
+                        "nets where the CPU has AMX (bf16 matrix units) and fp32 otherwise; conv nets also take "
+                        "channels-last images. CPU runs stay bitwise repeatable; evaluation is always fp32")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training step: compiling costs seconds up front (cached on disk "
                         "afterwards), so it helps only runs long enough to pay that back")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -10,13 +10,18 @@ from torch import nn
 from tqdm import tqdm
 
 from .augment import augment_batch
-from .averaging import WeightAverage
 from .data import TensorData
 from .distributed import SINGLE, World, shard, sum_over_processes
 from .registry import BINARY_LOSSES, ExperimentConfig
 from .speed import FP32, Speed
 
 TRACE_POINTS = 20  # mean training loss recorded this many times per epoch, for loss-vs-examples plots
+
+
+class Average(Protocol):
+    """Follows the weights after every optimizer step (training.averaging.WeightAverage)."""
+
+    def update(self) -> None: ...
 
 
 def as_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -88,7 +93,7 @@ def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
                     optimizer: torch.optim.Optimizer, scheduler, gen: torch.Generator,
                     desc: str = "train", world: World = SINGLE,
                     augment_gen: torch.Generator | None = None, speed: Speed = FP32,
-                    average: WeightAverage | None = None) -> dict[str, float]:
+                    average: Average | None = None) -> dict[str, float]:
     """One pass over `batches`, updating `average` after every step; returns mean loss (and accuracy over
     every process) of the weights as trained, and a loss trace."""
     model.train()

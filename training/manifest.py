@@ -91,6 +91,8 @@ def model_card(manifest: dict[str, Any], name: str, description: str) -> str:
                   f"-> {m['test_denoise_mse']:.5f} on {m['test_size']:,} official test images")
         limits = "anything else is redrawn as the nearest thing it knows"
     labels = ", ".join(manifest["labels"]) or "none (image to image)"
+    decay = p.get("config", {}).get("ema_decay")
+    averaged = f"; the weights are their moving average over training (decay {decay:g} per step)" if decay else ""
     return "\n".join([
         f"# {name} {{version}}", "",
         description + ".", "",
@@ -99,7 +101,8 @@ def model_card(manifest: dict[str, Any], name: str, description: str) -> str:
         f"- **Labels:** {labels}.",
         f"- **Input:** `{manifest['input']['name']}`, float32 {manifest['input']['shape']}"
         f"{'' if table else ' in [0, 1]'}; {manifest['preprocessing']['description']}",
-        f"- **Trained by:** `{p['command']}` ({p['epochs']} epochs, {p['wall_time_s']:.0f} s on {p['hardware']}).",
+        f"- **Trained by:** `{p['command']}` ({p['epochs']} epochs, {p['wall_time_s']:.0f} s on {p['hardware']})"
+        f"{averaged}.",
         f"- **Data:** {p['data_source']}; {p['train_size']:,} training {things}.",
         ("- **Limits:** a small public teaching table of heart patients; not for any clinical decision."
          if table else f"- **Limits:** trained on small images of a few classes; {limits}. "

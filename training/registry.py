@@ -130,9 +130,9 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             init="kaiming",
             # The report's architecture with a faster recipe: a one-cycle schedule and batch 128 reach
             # its figure in 8 passes over the 30k originals instead of 15 over the 4x copies. The weights'
-            # moving average (decay 0.99: about the last 100 steps) scores 0.3-0.5 points higher than the
-            # raw weights while the rate is high, and the same at the end (chosen on a validation split,
-            # docs/BENCHMARKS.md), so it gets there sooner.
+            # moving average (decay 0.99: about the last 100 steps) scored 0.2-0.7 points above the raw
+            # weights on a validation split from the second epoch until the rate had annealed, and the same
+            # after (bench.weight_average, docs/BENCHMARKS.md; 0.98 did as well).
             optimizer="adam", lr=2e-3, schedule="onecycle", label_smoothing=0.05, ema_decay=0.99,
             epochs=10, batch_size=128,
         ),

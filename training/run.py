@@ -49,7 +49,7 @@ class RunOptions:
     command: str = ""             # recorded in reports and manifests
     world: World = SINGLE         # the torchrun processes this one trains with (training/distributed.py)
     # How fast, not what: none of these is part of the experiment's config (training/speed.py).
-    precision: str = "auto"       # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"       # auto (bf16 on CUDA and for conv nets on AMX CPUs, else fp32) | fp32 | bf16
     compile: bool = False         # torch.compile the training step's module
     channels_last: bool | None = None  # None: for conv nets on a CPU, or on CUDA in bf16
 
@@ -131,11 +131,13 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS).unlink(missing_ok=True)
         atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
-    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    # Only rank 0 scores and saves, so only it keeps the average.
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay and world.is_main else None
     if average is not None and opts.resume:
-        average.load_state_dict(saved["model"])
+        average.load(saved["model"], saved["average_steps"])
     scored = average.model if average is not None else model
-    # DDP starts every process from rank 0's weights; checkpoints and scores use `model`, never the wrappers.
+    # DDP starts every process from rank 0's weights; checkpoints and scores use `model` (or its average),
+    # never the wrappers.
     trainee, augment_gen = compiled(parallel(model, world, device), speed), None
     if world.active:  # each process augments and drops out differently; the batch order stays shared
         augment_gen = torch.Generator(device).manual_seed(cfg.seed + world.rank)
@@ -159,7 +161,7 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         save_checkpoint(checkpoint_path, {
             **state, "experiment": cfg.name, "config": config_to_dict(cfg),
             "model": scored.state_dict(), "optimizer": optimizer.state_dict(),
-            **({"raw_model": model.state_dict()} if average is not None else {}),
+            **({"raw_model": model.state_dict(), "average_steps": average.steps} if average is not None else {}),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": _rng_state(gen),
             "model_spec": {"input_shape": list(data.input_shape), "class_names": list(data.class_names),

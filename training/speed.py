@@ -2,8 +2,9 @@
 
 By default a GPU run takes bf16 autocast and, for conv nets, channels-last. A CPU run takes channels-last
 for conv nets (1.1-1.3x faster, bench.train_step, docs/BENCHMARKS.md) and bf16 autocast for them only where
-the CPU multiplies bf16 in hardware (Intel AMX: 2.3-3.7x faster there; emulated elsewhere, 0.09x on an AMD
-EPYC with AVX2 only); other models train in fp32 (an MLP gained nothing from bf16 even with AMX). bf16
+the CPU multiplies bf16 in hardware (Intel AMX: with channels-last 2.3-4.5x faster than fp32 there; on an
+AVX2-only AMD EPYC bf16 was emulated, 0.09x; CPUs with AVX-512 BF16 but no AMX are not measured and stay
+fp32); other models train in fp32 (an MLP ran at 0.90x in bf16 even with AMX). bf16
 rounds the forward pass, so it changes the arithmetic, not the recipe; CPU runs stay bitwise repeatable
 either way. Evaluation always runs in fp32, so a reported accuracy is the one the fp32 ONNX export gives.
 Checkpoints hold the plain module's fp32 weights whichever options trained it, so a run may be resumed
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on CUDA, fp32 elsewhere
+PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 on CUDA and for conv nets on AMX CPUs, else fp32
 COMPILE_BACKEND = "inductor"  # torch.compile's own default; the tests swap in aot_eager to skip the C++ build
 
 
