@@ -130,9 +130,9 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             init="kaiming",
             # The report's architecture with a faster recipe: a one-cycle schedule and batch 128 reach
             # its figure in 8 passes over the 30k originals instead of 15 over the 4x copies. The weights'
-            # moving average (decay 0.99: about the last 100 steps) scored 0.2-0.7 points above the raw
-            # weights on a validation split from the second epoch until the rate had annealed, and the same
-            # after (bench.weight_average, docs/BENCHMARKS.md; 0.98 did as well).
+            # moving average (decay 0.99: about the last 100 steps) scored 0.2-0.9 points above the raw
+            # weights on a validation split until the rate had annealed, and the same after
+            # (bench.weight_average, docs/BENCHMARKS.md; 0.98 did as well).
             optimizer="adam", lr=2e-3, schedule="onecycle", label_smoothing=0.05, ema_decay=0.99,
             epochs=10, batch_size=128,
         ),
