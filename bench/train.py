@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import torch
 
 from bench.report_recipe import COPIES, report_config, report_loader, report_step
-from training.averaging import WeightAverage
+from training.averaging import average_of, scored
 from training.build import model_for, optimizer_for, scheduler_for, seed_everything
 from training.data import DataBundle, load_data
 from training.loop import evaluate, train_one_epoch
@@ -74,7 +74,7 @@ def fresh_run(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> 
 def ours(data: DataBundle, device: torch.device) -> Contender:
     cfg = get_config("fashion_cnn")
     gen, model, speed, optimizer, scheduler = fresh_run(cfg, data, device)
-    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    average = average_of(model, cfg.ema_decay)
 
     def chunks() -> Iterator[int]:
         for _ in range(cfg.epochs):
@@ -83,7 +83,7 @@ def ours(data: DataBundle, device: torch.device) -> Contender:
 
     averaged = f", weights' moving average {cfg.ema_decay:g}" if average is not None else ""
     return Contender(f"ours (`fashion_cnn`: Adam 2e-3 one-cycle{averaged}, batch {cfg.batch_size}, tensor batches, "
-                     f"{speed.describe()})", cfg, model, average.model if average is not None else model, chunks())
+                     f"{speed.describe()})", cfg, model, scored(model, average), chunks())
 
 
 def report(data: DataBundle, device: torch.device, chunk_samples: int) -> Contender:

@@ -53,13 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 < args.validation < 1:
         p.error(f"--validation must be a share between 0 and 1, got {args.validation}")
     registered = get_config(args.name)
-    if registered.init_from or registered.freeze or registered.dataset.startswith("heart"):
-        p.error(f"{args.name} starts from another run, freezes layers or reads a table: this benchmark trains "
-                "image experiments from scratch only")
     cfg = registered.replace(validation_split=args.validation, ema_decay=0.0, train_limit=args.train_limit,
                              epochs=args.epochs or registered.epochs)
     device = resolve_device(args.device)
     data = load_data(cfg, args.data_root).to(device)
+    if cfg.init_from or cfg.freeze or data.tabular is not None:  # what fresh_run does not set up
+        p.error(f"{args.name} starts from another run, freezes layers or reads a table: this benchmark trains "
+                "image experiments from scratch only")
     gen, model, speed, optimizer, scheduler = fresh_run(cfg, data, device)
     averages = Averages(model, args.decays)
 

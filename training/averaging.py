@@ -54,3 +54,13 @@ class WeightAverage:
         """Continue from a checkpoint: the averaged weights and the number of updates behind them."""
         self.model.load_state_dict(weights)
         self.steps = steps
+
+
+def average_of(model: nn.Module, decay: float) -> WeightAverage | None:
+    """The average a config's `ema_decay` asks for; None at 0, where the weights as trained are scored."""
+    return WeightAverage(model, decay) if decay else None
+
+
+def scored(model: nn.Module, average: WeightAverage | None) -> nn.Module:
+    """What is scored, checkpointed as "model" and exported: the average when there is one."""
+    return average.model if average is not None else model

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .averaging import WeightAverage
+from .averaging import average_of, scored
 from .build import freeze, init_from_checkpoint, model_for, optimizer_for, scheduler_for, seed_everything
 from .data import DataBundle
 from .loop import evaluate, train_one_epoch
@@ -45,11 +45,12 @@ def run_fold(cfg: ExperimentConfig, data: DataBundle, folds: int, fold: int, run
     freeze(model, cfg.freeze)
     optimizer = optimizer_for(cfg, model)
     scheduler = scheduler_for(cfg, optimizer, math.ceil(len(train) / cfg.batch_size))
-    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    average = average_of(model, cfg.ema_decay)
     for epoch in range(cfg.epochs):
         train_one_epoch(model, train, cfg, optimizer, scheduler, gen, average=average,
                         desc=f"{cfg.name} fold {fold + 1}/{folds} epoch {epoch + 1}/{cfg.epochs}")
-    scores = evaluate(average.model if average is not None else model, data.train.subset(held.to(data.train.labels.device)), cfg, prefix="heldout_")
+    held_out = data.train.subset(held.to(data.train.labels.device))
+    scores = evaluate(scored(model, average), held_out, cfg, prefix="heldout_")
     return {"fold": fold + 1, "size": len(held), "train_size": len(train), **scores,
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": time.perf_counter() - started}
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .averaging import WeightAverage
+from .averaging import average_of, scored
 from .build import freeze, init_from_checkpoint, model_for, optimizer_for, scheduler_for, seed_everything
 from .checkpoint import load_checkpoint, save_checkpoint
 from .crossval import cross_validate
@@ -132,10 +132,10 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         (run_dir / METRICS).unlink(missing_ok=True)
         atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
     # Only rank 0 scores and saves, so only it keeps the average.
-    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay and world.is_main else None
+    average = average_of(model, cfg.ema_decay) if world.is_main else None
     if average is not None and opts.resume:
         average.load(saved["model"], saved["average_steps"])
-    scored = average.model if average is not None else model
+    scored_model = scored(model, average)
     # DDP starts every process from rank 0's weights; checkpoints and scores use `model` (or its average),
     # never the wrappers.
     trainee, augment_gen = compiled(parallel(model, world, device), speed), None
@@ -151,16 +151,16 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
                                     augment_gen=augment_gen, speed=speed, average=average)}
         if not world.is_main:  # scoring, checkpoints and metrics are rank 0's
             continue
-        record.update(evaluate(scored, data.test, cfg), lr=optimizer.param_groups[0]["lr"])
+        record.update(evaluate(scored_model, data.test, cfg), lr=optimizer.param_groups[0]["lr"])
         if data.val is not None:
-            record.update(evaluate(scored, data.val, cfg, prefix="val_"))
+            record.update(evaluate(scored_model, data.val, cfg, prefix="val_"))
         record["seconds"] = time.perf_counter() - started
         state["history"].append(record)
         state["epoch"] = epoch + 1
         state["wall_time_s"] += record["seconds"]
         save_checkpoint(checkpoint_path, {
             **state, "experiment": cfg.name, "config": config_to_dict(cfg),
-            "model": scored.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": scored_model.state_dict(), "optimizer": optimizer.state_dict(),
             **({"raw_model": model.state_dict(), "average_steps": average.steps} if average is not None else {}),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": _rng_state(gen),
@@ -170,7 +170,7 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         })
         append_jsonl(run_dir / METRICS, record)
         log.info(_summary_line(cfg, record))
-    return scored, state, speed
+    return scored_model, state, speed
 
 
 def _command_summary(commands: list[str]) -> str:
