@@ -4,31 +4,34 @@ Before a request reaches BentoML it checks what BentoML would otherwise mishandl
 - pickle bodies are refused (415) before any parsing;
 - bodies over the size limit are refused (413), from Content-Length or while streaming;
 - upload endpoints take multipart/form-data only (415), each upload field must be a real file part and
-  every other field plain text (400): BentoML would otherwise fetch a text value as a URL, or crash
-  on a binary value given for a text field;
+  every other field plain text (400, serving.form): BentoML would otherwise fetch a text value as a
+  URL, or crash on a binary value given for a text field;
 - JSON endpoints refuse form bodies (415: BentoML would parse them as forms, and crash on a malformed
   one) and bodies over their own, smaller limit (413): a JSON row is far below it.
-After, every 4xx/5xx answer gets the body {"error": "..."}: BentoML's pydantic validation errors
-become 422 naming the fields, its plain-text 404/405/503 pages become JSON.
+An upload endpoint given a handler in `answers` is then answered from that parse: BentoML does not
+parse the body again. After, every 4xx/5xx answer gets the body {"error": "..."}: BentoML's pydantic
+validation errors become 422 naming the fields, its plain-text 404/405/503 pages become JSON.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from http import HTTPStatus
 from typing import Any, Awaitable, Callable, Mapping
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.responses import Response
 
-from .errors import describe_validation_errors
+from .errors import ServingError, describe_validation_errors
+from .form import Form, parse_form
+
+log = logging.getLogger("bentoml.serving")
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+FormHandler = Callable[[Form], Awaitable[Response]]
 
-MAX_FORM_PARTS = 16          # our forms have at most three fields; more is a mistake or an attack
-MAX_TEXT_FIELD_BYTES = 1024  # model names and numbers are short (Starlette fails past 1 MiB, as a 500)
 FORM_TYPES = ("multipart/", "application/x-www-form-urlencoded")  # what BentoML parses as a form
 
 
@@ -37,53 +40,6 @@ def _header(scope: Mapping[str, Any], name: bytes) -> str:
         if key.lower() == name:
             return value.decode("latin-1")
     return ""
-
-
-def _form_problem(body: bytes, content_type: str, uploads: frozenset[str]) -> str | None:
-    """Why this multipart body is refused, or None: uploads must be files, other fields text."""
-    boundary = parse_options_header(content_type)[1].get(b"boundary")
-    if not boundary:
-        return "multipart/form-data without a boundary: let your HTTP client build the form"
-    parts: list[dict[bytes, Any]] = []  # each part's headers, and the size of its data under b""
-    header = [b"", b""]
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header[0] += data[start:end]
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header[1] += data[start:end]
-
-    def on_header_end() -> None:
-        parts[-1][header[0].lower()] = header[1]
-        header[:] = [b"", b""]
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        parts[-1][b""] += end - start
-
-    parser = MultipartParser(boundary, {"on_part_begin": lambda: parts.append({b"": 0}),
-                                        "on_header_field": on_header_field, "on_header_value": on_header_value,
-                                        "on_header_end": on_header_end, "on_part_data": on_part_data})
-    try:
-        parser.write(body)
-        parser.finalize()
-    except MultipartParseError as err:
-        return f"malformed multipart body: {err}"
-    if len(parts) > MAX_FORM_PARTS:
-        return f"{len(parts)} form fields; this endpoint takes at most {MAX_FORM_PARTS}"
-    for part in parts:
-        disposition = parse_options_header(part.get(b"content-disposition", b""))[1]
-        if b"name" not in disposition:
-            return "malformed multipart body: a part has no field name in its Content-Disposition"
-        name = disposition[b"name"].decode("utf-8", "replace")
-        is_file = b"filename" in disposition
-        if not is_file and part[b""] > MAX_TEXT_FIELD_BYTES:
-            return f"{name}: a text field of {part[b'']} bytes; the limit is {MAX_TEXT_FIELD_BYTES}"
-        if name in uploads and not is_file:
-            return (f"{name}: send the file itself as a file upload (curl -F '{name}=@file'); "
-                    "text, paths and URLs are not accepted")
-        if name not in uploads and is_file:
-            return f"{name}: must be a plain form field, not a file upload"
-    return None
 
 
 def error_body(status: int, body: bytes, content_type: str, scope: Mapping[str, Any]) -> tuple[int, Any]:
@@ -122,28 +78,59 @@ async def send_json(send: Send, status: int, data: Any, headers: list[tuple[byte
 
 class RequestGuard:
     """The middleware; `uploads` maps each upload endpoint's path to its file field names, `json_routes`
-    are the endpoints that take a JSON body (at most `max_json_bytes`)."""
+    are the endpoints that take a JSON body (at most `max_json_bytes`). `answers`, called once the app
+    has started (the service exists then), gives the handlers that answer upload endpoints' POSTs from
+    the parsed form instead of BentoML."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], max_body_bytes: int,
                  uploads: Mapping[str, frozenset[str]], json_routes: frozenset[str] = frozenset(),
-                 max_json_bytes: int | None = None):
+                 max_json_bytes: int | None = None, answers: Callable[[], Mapping[str, FormHandler]] | None = None):
         self.app, self.max_body_bytes, self.uploads = app, max_body_bytes, dict(uploads)
         self.json_routes, self.max_json_bytes = frozenset(json_routes), max_json_bytes or max_body_bytes
+        self.answers_when_started, self.answers = answers, {}
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.answers_when_started is not None:
+            return await self.app(scope, receive, self._bind_answers_on_start(send))
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         send = self._json_errors(scope, send)
         if scope["method"] in ("POST", "PUT", "PATCH"):
+            form = None
             refusal = self._check_headers(scope)
             if refusal is None:
                 body, refusal = await self._read_body(receive, self._limit(scope))
-            if refusal is None:
-                refusal = self._check_form(scope, body)
+            if refusal is None and scope["path"] in self.uploads:
+                try:
+                    form = parse_form(body, _header(scope, b"content-type"), self.uploads[scope["path"]])
+                except ServingError as err:
+                    refusal = err.status, str(err)
             if refusal is not None:
                 return await send_json(send, refusal[0], {"error": refusal[1]})
+            if form is not None and scope["method"] == "POST" and scope["path"] in self.answers:
+                return await self._answer(self.answers[scope["path"]], form, scope, receive, send)
             receive = _replay(body, receive)
         await self.app(scope, receive, send)
+
+    def _bind_answers_on_start(self, send: Send) -> Send:
+        async def bind(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                answers = dict(self.answers_when_started())
+                if not answers.keys() <= self.uploads.keys():
+                    raise ValueError(f"answers for {sorted(answers.keys() - self.uploads.keys())}: not uploads")
+                self.answers = answers
+            await send(message)
+
+        return bind
+
+    @staticmethod
+    async def _answer(handler: FormHandler, form: Form, scope: Message, receive: Receive, send: Send) -> None:
+        try:
+            response = await handler(form)
+        except Exception:  # a bug of ours: logged with its traceback, answered as BentoML answers its own
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            return await send_json(send, 500, {"error": "internal server error: see the service's log"})
+        await response(scope, receive, send)
 
     def _check_headers(self, scope: Message) -> tuple[int, str] | None:
         content_type = _header(scope, b"content-type").lower()
@@ -176,12 +163,6 @@ class RequestGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks), None
-
-    def _check_form(self, scope: Message, body: bytes) -> tuple[int, str] | None:
-        if scope["path"] not in self.uploads:
-            return None
-        problem = _form_problem(body, _header(scope, b"content-type"), self.uploads[scope["path"]])
-        return None if problem is None else (400, problem)
 
     @staticmethod
     def _json_errors(scope: Message, send: Send) -> Send:

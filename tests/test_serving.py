@@ -19,6 +19,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from _bentoml_impl.serde import MultipartSerde
+from bentoml._internal.configuration.containers import BentoMLContainer
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -65,12 +67,13 @@ def test_split(served_root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @contextlib.contextmanager
-def serve(store: Path) -> Iterator[TestClient]:
-    """The service's ASGI app on `store`, started (models loaded) and stopped around the block."""
+def serve(store: Path, **config: Any) -> Iterator[TestClient]:
+    """The service's ASGI app on `store` with BentoML `config`, started (models loaded) and stopped around the block."""
     # Each app registers its request metrics in prometheus' one global registry, so a second app in
     # this process would collide: in-process apps go without; the end-to-end test checks /metrics.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps({"services": {"classic-dl": {"metrics": {"enabled": False}}}}))
+        mp.setenv("BENTOML_CONFIG_OVERRIDES", json.dumps({"services": {"classic-dl": {"metrics": {"enabled": False},
+                                                                                     **config}}}))
         mp.setenv(STORE_ENV, str(store))
         with TestClient(ModelService.to_asgi()) as client:
             yield client
@@ -249,6 +252,40 @@ def test_concurrent_classify_requests_share_onnx_runtime_calls(client: TestClien
     assert sum(sizes) == 16 and max(sizes) > 1, sizes
 
 
+def test_classify_is_answered_from_the_guards_parse_as_the_declared_api_answers(
+        client: TestClient, store: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """POST /classify skips BentoML's second parse of the body (serving.service's docstring) and
+    answers as its @bentoml.api declaration does when called in Python."""
+    parsed: list[str] = []
+    parse = MultipartSerde.parse_request
+
+    async def recording(self: MultipartSerde, request: Any, cls: type) -> Any:
+        parsed.append(request.url.path)
+        return await parse(self, request, cls)
+
+    monkeypatch.setattr(MultipartSerde, "parse_request", recording)
+    over_http = client.post("/classify", **image_form(PHOTO_PNG, top_k="4"))
+    assert client.post("/reconstruct", files={"image": ("x.png", PHOTO_PNG)}).status_code == 200
+    assert over_http.status_code == 200 and parsed == ["/reconstruct"]
+
+    monkeypatch.setenv(STORE_ENV, str(store))
+    image = tmp_path / "photo.png"
+    image.write_bytes(PHOTO_PNG)
+    declared = asyncio.run(ModelService().classify(image=image, model="fashion", top_k=4))
+    assert json.loads(declared.body) == over_http.json()
+
+
+def test_a_bug_behind_classify_is_a_logged_500_in_json(client: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    async def broken(self: Any, image: bytes, model: str, top_k: int) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ModelService.inner, "classify_image", broken)
+    response = client.post("/classify", **image_form(PHOTO_PNG))
+    assert response.status_code == 500 and "internal server error" in response.json()["error"]
+    assert "RuntimeError: a bug" in caplog.text
+
+
 def test_reconstruct_answers_a_png(client: TestClient, provider: str) -> None:
     response = client.post("/reconstruct", files={"image": ("x.png", PHOTO_PNG, "image/png")})
     assert response.status_code == 200, response.text
@@ -348,6 +385,19 @@ def test_an_empty_store_serves_nothing_and_is_not_ready(tmp_path: Path) -> None:
         assert client.get("/readyz").status_code == 503
         response = client.post("/classify", **image_form(PHOTO_PNG))
         assert response.status_code == 404 and "store is empty" in response.json()["error"]
+
+
+def test_with_cors_on_every_answer_carries_its_headers(store: Path) -> None:
+    cors = {"enabled": True, "access_control_allow_origins": ["https://example.org"]}
+    # BentoML reads the CORS options once per process, and this process's first app had none.
+    with BentoMLContainer.access_control_options.patch({"allow_origins": cors["access_control_allow_origins"]}), \
+            serve(store, http={"cors": cors}) as client:
+        origin = {"origin": "https://example.org"}
+        classified = client.post("/classify", **image_form(PHOTO_PNG), headers=origin)
+        reconstructed = client.post("/reconstruct", files={"image": ("x.png", PHOTO_PNG)}, headers=origin)
+    for response in (classified, reconstructed):
+        assert response.status_code == 200
+        assert response.headers["access-control-allow-origin"] == "https://example.org"
 
 
 # -- bad input: always a 4xx with {"error": "..."}, never a 500
