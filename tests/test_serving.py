@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -27,7 +28,7 @@ from starlette.testclient import TestClient
 from serving.batching import Batcher
 from serving.errors import BadInput, InvalidField
 from serving.npy import read_npy
-from serving.runtime import MAX_BATCH_IMAGES, ServedModels, load_models, validate_heart_row
+from serving.runtime import INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, ServedModels, load_models, validate_heart_row
 from serving.service import MAX_BODY_BYTES, STORE_ENV, ModelService
 from serving.tabular import HeartRow, encode_row
 from serving_store import HEART_ROW, HEART_TABULAR, TINY, build_store, expected_provider, heart_net
@@ -566,6 +567,26 @@ def test_runtime_serves_in_process_without_bentoml(store: Path, capfd: pytest.Ca
         models.predict_heart({**HEART_ROW, "Sex": "male"})
     with pytest.raises(InvalidField, match="Age: Field required"):
         validate_heart_row({k: v for k, v in HEART_ROW.items() if k != "Age"})
+
+
+def test_small_images_are_prepared_on_the_event_loop_and_big_ones_in_a_thread(
+        store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = load_models(store)
+    side = int(INLINE_MAX_PIXELS ** 0.5)
+    pictures = [encode(drawing(size)) for size in ((28, 28), (side, side), (side + 1, side), (1000, 800))]
+    labels = [models.classify("fashion", picture)["label"] for picture in pictures]
+    on_the_loop: list[bool] = []
+    prepare = ServedModels.prepare
+
+    def recording(self: ServedModels, name: str, image: Any) -> np.ndarray:
+        on_the_loop.append(threading.current_thread() is threading.main_thread())
+        return prepare(self, name, image)
+
+    monkeypatch.setattr(ServedModels, "prepare", recording)
+    assert [asyncio.run(models.classify_shared("fashion", p))["label"] for p in pictures] == labels
+    assert on_the_loop == [True, True, False, False]
+    with pytest.raises(BadInput, match="decode"):
+        asyncio.run(models.classify_shared("fashion", b"not an image"))
 
 
 def test_batcher_runs_a_lone_call_at_once_and_groups_the_ones_that_queue() -> None:
