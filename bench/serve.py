@@ -294,9 +294,10 @@ def check_answers(running: dict[str, Server], bodies: dict[str, tuple[Path, str]
 IDLE_LEAVES = ("_worker (concurrent/futures/thread.py", "Condition.wait", "EpollSelector.select")  # waiting, not working
 # Where a request's time goes: (what, frame names); a sample counts once per line if any of its frames matches.
 PROFILE_PARTS = [
-    ("HTTP/1.1 parsing and writes (uvicorn h11)", ("H11Protocol.data_received", "RequestResponseCycle.send")),
-    ("our request guard: read the body, check the form (serving/guard.py)",
-     ("RequestGuard._read_body", "RequestGuard._check_form")),
+    ("HTTP/1.1 parsing and writes (uvicorn: httptools, or h11 without it)",
+     ("HttpToolsProtocol.data_received", "H11Protocol.data_received", "RequestResponseCycle.send")),
+    ("our request guard: read the body, parse and check the form (serving/guard.py, serving/form.py)",
+     ("RequestGuard._read_body", "parse_form")),
     ("BentoML: parse the multipart form, write the upload to a temp file, validate the input",
      ("IOMixin.from_http_request",)),
     ("BentoML: tracing spans (OpenTelemetry), access log, metrics",

@@ -3,9 +3,10 @@
 BentoML 1.4.39's TimeoutMiddleware arms `loop.call_later(timeout, ...)` for every request and never
 cancels it. Each timer keeps the request's contextvars context, and with it the request's OpenTelemetry
 span, for the whole timeout (60 s): under 700 requests/s a worker held 60 s of spans, about 500,000
-extra objects for the cyclic GC to scan, its RSS grew by 100-300 MiB, and /classify's p99 latency
-rose from 65 to 490 ms within a minute of load (bench.serve, docs/BENCHMARKS.md). `install()` puts
-this subclass in its place before BentoML builds the service's app.
+extra objects for the cyclic GC to scan, its RSS grew by about 240 MiB, and /classify's p99 latency
+rose from 65 to 490 ms within a minute of load (bench.serve, docs/BENCHMARKS.md). Its waiter also only
+completes when the app sends something, so an app that fails first was held for the whole timeout and
+then sent nothing. `install()` puts this subclass in its place before BentoML builds the service's app.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import bentoml
 import httpx
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.serve import multipart
 from reliability.server import BENTOML, QUIET, REPO, START_TIMEOUT_S, Server
 from serving.service import STORE_ENV
 from serving_store import HEART_ROW, build_store, expected_provider
@@ -66,16 +68,32 @@ def test_bentoml_serve_mounts_the_demo_over_the_same_store(server: Server) -> No
     assert {"/classify_drawing", "/classify_upload", "/reconstruct_upload", "/heart"} <= set(endpoints)
 
 
+def at_once(url: str, path: str, body: bytes, content_type: str, clients: int) -> list[int]:
+    """The status of `clients` POSTs sent together: every connection is opened first, then every request
+    written before any answer is read. (Client threads would send them one after another: a small digit
+    is answered in about a millisecond, before the next thread gets to write.)"""
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    connections = [socket.create_connection((host, port), timeout=60) for _ in range(clients)]
+    try:
+        for connection in connections:
+            connection.sendall(request)
+        answers = []
+        for connection in connections:
+            with connection.makefile("rb") as answer:
+                answers.append(int(answer.readline().split()[1]))
+        return answers
+    finally:
+        for connection in connections:
+            connection.close()
+
+
 def test_bentoml_serve_batches_concurrent_requests_and_survives_bad_input(server: Server, store: Path) -> None:
     png = io.BytesIO()
     Image.new("L", (28, 28)).save(png, format="PNG")
-
-    def classify(_: int) -> int:
-        return httpx.post(server.url + "/classify", files={"image": ("x.png", png.getvalue())},
-                          data={"model": "fashion"}, timeout=60).status_code
-
-    with ThreadPoolExecutor(16) as pool:
-        statuses = list(pool.map(classify, range(32)))
+    statuses = at_once(server.url, "/classify", *multipart("image", "x.png", png.getvalue(), "image/png",
+                                                           model="fashion"), clients=32)
     assert statuses == [200] * 32, f"{statuses}\n{server.log.read_text()[-4000:]}"
     bad = httpx.post(server.url + "/heart", content=b"\x80\x04K\x01.",
                      headers={"content-type": "application/vnd.bentoml+pickle"})

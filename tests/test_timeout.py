@@ -75,7 +75,7 @@ def test_a_request_with_no_answer_in_time_gets_504() -> None:
 
 
 def test_an_app_that_fails_before_answering_fails_at_once() -> None:
-    """BentoML's version waits out the whole timeout first, as nothing was sent."""
+    """BentoML's version waits out the whole timeout, then sends nothing."""
     async def broken(scope: dict, receive: Any, send: Any) -> None:
         raise RuntimeError("a bug")
 
