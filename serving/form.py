@@ -16,6 +16,7 @@ from .errors import BadInput, InvalidField
 
 MAX_FORM_PARTS = 16          # our forms have at most three fields; more is a mistake or an attack
 MAX_TEXT_FIELD_BYTES = 1024  # model names and numbers are short (Starlette fails past 1 MiB, as a 500)
+MAX_TEXT_NESTING = 32        # brackets deep in a text field; none of ours has any
 
 
 @dataclass
@@ -44,7 +45,8 @@ class Form:
         return None if part is None else b"".join(part.chunks)
 
     def text(self, name: str) -> str | None:
-        """Text field `name` decoded as UTF-8, or None when absent; InvalidField when it is not UTF-8."""
+        """Text field `name` decoded as UTF-8, or None when absent; InvalidField when it is not UTF-8
+        (BentoML would read it as Latin-1, and answer that no model has the garbled name)."""
         data = self.file(name)
         try:
             return None if data is None else data.decode("utf-8")
@@ -100,6 +102,21 @@ def parse_form(body: bytes, content_type: str, uploads: frozenset[str]) -> Form:
     return Form(parts)
 
 
+def _nested_too_deep(text: bytes) -> bool:
+    """Whether brackets in `text` nest deeper than MAX_TEXT_NESTING. BentoML reads a text field as JSON
+    when it parses, and json.loads of [[[[... some 1,000 deep raises RecursionError, a 500 in BentoML;
+    counted here without parsing, so the limit does not depend on the stack."""
+    depth = 0
+    for byte in text:
+        if byte in b"[{":
+            depth += 1
+            if depth > MAX_TEXT_NESTING:
+                return True
+        elif byte in b"]}":
+            depth -= 1
+    return False
+
+
 def _part(headers: dict[bytes, bytes], chunks: list[memoryview | bytes], uploads: frozenset[str]) -> Part:
     disposition = parse_options_header(headers.get(b"content-disposition", b""))[1]
     if b"name" not in disposition:
@@ -107,6 +124,8 @@ def _part(headers: dict[bytes, bytes], chunks: list[memoryview | bytes], uploads
     part = Part(disposition[b"name"].decode("utf-8", "replace"), b"filename" in disposition, chunks)
     if not part.is_file and part.size > MAX_TEXT_FIELD_BYTES:
         raise BadInput(f"{part.name}: a text field of {part.size} bytes; the limit is {MAX_TEXT_FIELD_BYTES}")
+    if not part.is_file and _nested_too_deep(b"".join(part.chunks)):
+        raise BadInput(f"{part.name}: brackets nested more than {MAX_TEXT_NESTING} deep")
     if part.name in uploads and not part.is_file:
         raise BadInput(f"{part.name}: send the file itself as a file upload (curl -F '{part.name}=@file'); "
                        "text, paths and URLs are not accepted")

@@ -119,6 +119,8 @@ class RequestGuard:
                 if not answers.keys() <= self.uploads.keys():
                     raise ValueError(f"answers for {sorted(answers.keys() - self.uploads.keys())}: not uploads")
                 self.answers = answers
+            elif message["type"].startswith("lifespan.shutdown"):
+                self.answers = {}  # the handlers hold the service, and with it every model's session
             await send(message)
 
         return bind
@@ -127,7 +129,7 @@ class RequestGuard:
     async def _answer(handler: FormHandler, form: Form, scope: Message, receive: Receive, send: Send) -> None:
         try:
             response = await handler(form)
-        except Exception:  # a bug of ours: logged with its traceback, answered as BentoML answers its own
+        except Exception:  # a bug of ours: logged with its traceback, a 500 as BentoML's are
             log.exception("%s %s failed", scope["method"], scope["path"])
             return await send_json(send, 500, {"error": "internal server error: see the service's log"})
         await response(scope, receive, send)

@@ -37,10 +37,13 @@ HEART_MODEL = "heart"          # the one tabular model, served at POST /heart
 MAX_PIXELS = DEFAULT_MAX_PIXELS  # decoded image size limit, checked from the header before decoding
 MAX_BATCH_IMAGES = 1024        # images per /classify_batch request (1024 x 3x32x32 float32 = 12 MiB)
 MAX_SHARED_BATCH = 64          # concurrent single images that may share one ONNX Runtime call
-# Images up to this size are prepared on the event loop: a 128x128 PNG takes 0.35 ms, a hop to a worker
-# thread and back about 0.1 ms more, and inline /classify of a digit answered 13% more requests/s at 1
-# connection and 22% more at 32 (wrk, 2-core Xeon). Bigger ones (a 1000x1000 photo: 21 ms) go to a thread.
+# Images up to this size, in pixels and in bytes, are prepared on the event loop: a 128x128 PNG takes
+# 0.35 ms, a hop to a worker thread and back about 0.1 ms more, and inline /classify of a digit answered
+# 13% more requests/s at 1 connection and 22% more at 32 (wrk, 2-core Xeon). Bigger ones (a 1000x1000
+# photo: 21 ms) go to a thread, header and all: PIL reads some formats' headers in Python, and a 20 MiB
+# JPEG of 16x16 pixels padded with empty markers took 3 s to open.
 INLINE_MAX_PIXELS = 128 * 128
+INLINE_MAX_BYTES = 64 * 1024
 DEFAULT_TOP_K = 3
 _ORT_WARNING, _ORT_FATAL = 2, 4  # onnxruntime log severities: 2 is its default, 4 shows only fatal errors
 
@@ -193,15 +196,18 @@ def _image(image: bytes | Image.Image) -> Image.Image:
         raise BadInput(str(err)) from err
 
 
-def _pixel_count(image: bytes | Image.Image) -> int:
-    """Width x height from the header alone; 0 for what does not open (prepare then says why, at once)."""
+def _small(image: bytes | Image.Image) -> bool:
+    """Whether `image` is cheap enough to prepare on the event loop (see INLINE_MAX_PIXELS). An upload
+    that does not open counts as small: preparing it fails at once, saying why."""
     if isinstance(image, Image.Image):
-        return image.width * image.height
+        return image.width * image.height <= INLINE_MAX_PIXELS
+    if len(image) > INLINE_MAX_BYTES:
+        return False
     try:
         with Image.open(io.BytesIO(image)) as header:
-            return header.width * header.height
+            return header.width * header.height <= INLINE_MAX_PIXELS
     except Exception:  # PIL raises OSError, SyntaxError, ValueError... for what is not an image
-        return 0
+        return True
 
 
 def top_labels(served: ServedModel, probabilities: np.ndarray, top_k: int) -> list[dict[str, Any]]:
@@ -271,7 +277,7 @@ class ServedModels:
                               top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """classify() for an event loop: the image is prepared in a worker thread unless it is small, and
         the ONNX Runtime call is shared with the concurrent requests for the same model (serving.batching)."""
-        if _pixel_count(image) <= INLINE_MAX_PIXELS:
+        if _small(image):
             pixels = self.prepare(name, image)
         else:
             pixels = await asyncio.to_thread(self.prepare, name, image)

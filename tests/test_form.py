@@ -31,6 +31,11 @@ def test_files_and_text_come_back_byte_for_byte() -> None:
                                                                          "top_k": False}
 
 
+def test_text_nested_up_to_the_limit_is_accepted() -> None:
+    form = parse_form(body(("top_k", None, b"[" * 32 + b"]" * 32)), CONTENT_TYPE, frozenset())
+    assert form.text("top_k") == "[" * 32 + "]" * 32
+
+
 def test_repeated_fields_are_read_as_bentoml_reads_them() -> None:
     form = parse_form(body(("model", None, b"a"), ("model", None, b"b"), ("image", "1.png", b"1"),
                            ("image", "2.png", b"2")), CONTENT_TYPE, frozenset({"image"}))
@@ -48,6 +53,7 @@ def test_text_that_is_not_utf8_is_a_422_naming_the_field() -> None:
     ([("image", "x.png", b"x"), ("model", "m.txt", b"fashion")], "model: must be a plain form field"),
     ([("image", "x.png", b"x"), ("model", None, b"m" * (MAX_TEXT_FIELD_BYTES + 1))], "the limit is"),
     ([(f"f{i}", None, b"1") for i in range(17)], "at most 16"),
+    ([("image", "x.png", b"x"), ("model", None, b'{"a": ' * 33 + b"1" + b"}" * 33)], "nested more than 32"),
 ])
 def test_what_the_guard_refuses(parts: list[tuple[str, str | None, bytes]], message: str) -> None:
     with pytest.raises(BadInput, match=message):

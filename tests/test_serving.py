@@ -23,12 +23,13 @@ import torch
 from _bentoml_impl.serde import MultipartSerde
 from bentoml._internal.configuration.containers import BentoMLContainer
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from starlette.testclient import TestClient
 
 from serving.batching import Batcher
 from serving.errors import BadInput, InvalidField
 from serving.npy import read_npy
-from serving.runtime import INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, ServedModels, load_models, validate_heart_row
+from serving.runtime import INLINE_MAX_BYTES, INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, ServedModels, load_models, validate_heart_row
 from serving.service import MAX_BODY_BYTES, STORE_ENV, ModelService
 from serving.tabular import HeartRow, encode_row
 from serving_store import HEART_ROW, HEART_TABULAR, TINY, build_store, expected_provider, heart_net
@@ -457,6 +458,14 @@ BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] =
      400, "top_k"),
     ("top_k zero", "POST", "/classify", lambda: image_form(BLACK_PNG, top_k="0"), 422, "top_k"),
     ("top_k not a number", "POST", "/classify", lambda: image_form(BLACK_PNG, top_k="many"), 422, "top_k"),
+    ("no image and no model", "POST", "/classify", lambda: {"files": {"top_k": (None, "3")}}, 422,
+     "image: Field required; model: Field required"),
+    ("text nested too deep as JSON", "POST", "/classify", lambda: image_form(BLACK_PNG, model="[" * 1000), 400,
+     "nested"),
+    ("text nested too deep to /reconstruct", "POST", "/reconstruct",
+     lambda: {"files": {"image": ("x.png", BLACK_PNG)}, "data": {"model": "[" * 1000}}, 400, "nested"),
+    ("text nested too deep to /classify_batch", "POST", "/classify_batch",
+     lambda: batch_form(npy(np.zeros((1, 1, 28, 28), np.uint8)), top_k="{" * 1000), 400, "nested"),
     ("form-urlencoded", "POST", "/classify", lambda: {"data": {"image": "x", "model": "fashion"}}, 415, "multipart"),
     ("json to an upload endpoint", "POST", "/classify", lambda: {"json": {"image": "x", "model": "fashion"}}, 415,
      "multipart"),
@@ -573,7 +582,10 @@ def test_small_images_are_prepared_on_the_event_loop_and_big_ones_in_a_thread(
         store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     models = load_models(store)
     side = int(INLINE_MAX_PIXELS ** 0.5)
+    padded = PngInfo()
+    padded.add_text("comment", "x" * INLINE_MAX_BYTES)  # few pixels, many bytes: its header is read in a thread
     pictures = [encode(drawing(size)) for size in ((28, 28), (side, side), (side + 1, side), (1000, 800))]
+    pictures.append(encode(drawing((28, 28)), pnginfo=padded))
     labels = [models.classify("fashion", picture)["label"] for picture in pictures]
     on_the_loop: list[bool] = []
     prepare = ServedModels.prepare
@@ -584,7 +596,7 @@ def test_small_images_are_prepared_on_the_event_loop_and_big_ones_in_a_thread(
 
     monkeypatch.setattr(ServedModels, "prepare", recording)
     assert [asyncio.run(models.classify_shared("fashion", p))["label"] for p in pictures] == labels
-    assert on_the_loop == [True, True, False, False]
+    assert on_the_loop == [True, True, False, False, False]
     with pytest.raises(BadInput, match="decode"):
         asyncio.run(models.classify_shared("fashion", b"not an image"))
 
