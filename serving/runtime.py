@@ -41,7 +41,7 @@ MAX_SHARED_BATCH = 64          # concurrent single images that may share one ONN
 # 0.35 ms, a hop to a worker thread and back about 0.1 ms more, and inline /classify of a digit answered
 # 13% more requests/s at 1 connection and 22% more at 32 (wrk, 2-core Xeon). Bigger ones (a 1000x1000
 # photo: 21 ms) go to a thread, header and all: PIL reads some formats' headers in Python, and a 20 MiB
-# JPEG of 16x16 pixels padded with empty markers took 3 s to open.
+# JPEG of 16x16 pixels padded with empty markers took 2.8 s to open.
 INLINE_MAX_PIXELS = 128 * 128
 INLINE_MAX_BYTES = 64 * 1024
 DEFAULT_TOP_K = 3

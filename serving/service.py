@@ -29,7 +29,7 @@ import prometheus_client
 from bentoml._internal.configuration.containers import BentoMLContainer
 from fastapi import FastAPI
 from PIL import Image
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from demo.mount import ui_app
@@ -50,13 +50,6 @@ ModelName = Annotated[str, Field(description="a model name listed by GET /models
 TopK = Annotated[int, Field(ge=1, le=1000, description="how many labels to return, best first")]
 ImageFile = Annotated[Path, Field(description="PNG, JPEG, GIF, BMP or WebP; any size, greyscale or colour")]
 NpyFile = Annotated[Path, Field(description="numpy.save of an (N, C, H, W) uint8 or float32 array in [0, 1]")]
-
-
-class ClassifyFields(BaseModel):
-    """/classify's text fields, validated as BentoML validates them from ModelService.classify's signature."""
-
-    model: ModelName
-    top_k: TopK = DEFAULT_TOP_K
 
 
 # Images per ONNX Runtime call on /classify, by model: shows the adaptive batching at work in /metrics.
@@ -171,6 +164,17 @@ class ModelService:
             return json_answer(self.models.predict_heart(row))
         except ServingError as err:
             return error_response(err)
+
+
+def text_fields(api_name: str) -> type[BaseModel]:
+    """The text fields of API `api_name`'s declared input, as a model that validates them as BentoML does;
+    its file fields are left out (BentoML's would write each upload to a temporary file)."""
+    spec = ModelService.apis[api_name].input_spec
+    return create_model(f"{spec.__name__}Text", **{name: (info.annotation, info) for name, info
+                                                    in spec.model_fields.items() if name not in spec.multipart_fields})
+
+
+ClassifyFields = text_fields("classify")
 
 
 @http.get("/docs", include_in_schema=False)
