@@ -58,8 +58,7 @@ def draw(page, canvas_selector: str, strokes: list[list[tuple[float, float]]]) -
         page.mouse.up()
 
 
-TROUSERS = [[(0.45, 0.15), (0.55, 0.15)], [(0.45, 0.15), (0.38, 0.85)], [(0.55, 0.15), (0.62, 0.85)],
-            [(0.5, 0.2), (0.5, 0.45)]]
+SEVEN = [[(0.3, 0.25), (0.7, 0.25), (0.45, 0.8)]]  # a top bar, then the long diagonal stroke
 
 
 def take(url: str, out: Path, profile: Path) -> list[Path]:
@@ -70,11 +69,26 @@ def take(url: str, out: Path, profile: Path) -> list[Path]:
         page.goto(url)
         page.wait_for_selector("#classify-canvas canvas", timeout=WAIT_MS)
         page.wait_for_selector('#classify-canvas button.highlight[aria-label="Brush"]', timeout=WAIT_MS)
-        draw(page, "#classify-canvas", TROUSERS)
+        draw(page, "#classify-canvas", SEVEN)
         page.wait_for_function("() => !document.querySelector('#classify-verdict').innerText.includes('Draw')",
                                timeout=WAIT_MS)
         time.sleep(1)  # the enlarged input arrives with the answer; let it paint
         written.append(shot(page, out / "demo-classify.png"))
+
+        photos = page.locator("#classify-examples-cifar10 button.gallery-item")
+        page.click("#classify-model input")
+        cifar = page.get_by_role("option", name="cifar10", exact=False)
+        if cifar.count():  # the photo model, if published, opens on its examples
+            cifar.first.click()
+            photos.first.wait_for(state="visible", timeout=WAIT_MS)
+            photos.nth(8).click()  # a ship
+            page.wait_for_selector("#classify-upload img", timeout=WAIT_MS)
+            page.wait_for_function("() => document.querySelector('#classify-verdict').innerText.includes('ship')",
+                                   timeout=WAIT_MS)
+            time.sleep(1)
+            written.append(shot(page, out / "demo-photo.png"))
+        else:
+            page.keyboard.press("Escape")
 
         page.get_by_role("tab", name="Reconstruct").click()
         page.locator("#reconstruct-examples button.gallery-item").nth(6).click()  # a sneaker

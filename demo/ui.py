@@ -24,6 +24,7 @@ LAUNCH_OPTIONS: dict[str, Any] = {  # shared by `python -m demo` and demo.mount.
     "footer_links": ["api", "settings"],
 }
 CANVAS_CLASS = "demo-canvas"
+DRAW, UPLOAD = "draw", "upload"  # the classify tab's two ways in, as tab ids
 
 # Gradio 6's Sketchpad opens with no tool selected ("select the draw tool to start") and drops back to
 # none after its clear button; Python cannot choose its tool. Select the brush on every visible canvas
@@ -84,12 +85,12 @@ def classify_tab(models: ServedModels) -> None:
         with gr.Column(scale=3):
             model = gr.Dropdown([(views.model_choice(models.models[n]), n) for n in names], value=names[0],
                                 label="Model", interactive=len(names) > 1, elem_id="classify-model")
-            with gr.Tabs():
-                with gr.Tab("Draw"):
+            with gr.Tabs(selected=UPLOAD if views.takes_photos(models.models[names[0]]) else DRAW) as inputs:
+                with gr.Tab("Draw", id=DRAW):
                     sketch = sketchpad("classify-canvas")
                     gr.Markdown("Pen size: the ⊘ button beside the canvas. Predictions follow every stroke.")
                     clear = gr.Button("Clear the canvas", elem_id="classify-clear")
-                with gr.Tab("Upload or pick an example"):
+                with gr.Tab("Upload or pick an example", id=UPLOAD):
                     upload = upload_box("Picture", "classify-upload")
                     example_sets = []
                     for n in names:
@@ -118,13 +119,15 @@ def classify_tab(models: ServedModels) -> None:
 
     def switch_model(name: str, image: bytes | None) -> tuple:
         shown = [gr.Column(visible=n == name) for n in names]
-        return (*answer(name, image), views.about_markdown(models.models[name]), *shown)
+        # A photo model gets its test-set examples in front of the canvas, which it cannot read.
+        tab = gr.Tabs(selected=UPLOAD) if views.takes_photos(models.models[name]) else gr.skip()
+        return (*answer(name, image), views.about_markdown(models.models[name]), tab, *shown)
 
     outputs = [label, seen, verdict, last]
     live = dict(outputs=outputs, trigger_mode="always_last", show_progress="hidden")
     sketch.change(from_drawing, [model, sketch], api_name="classify_drawing", **live)
     upload.change(from_upload, [model, upload], api_name="classify_upload", **live)
-    model.change(switch_model, [model, last], [*outputs, about, *example_sets], api_visibility="private")
+    model.change(switch_model, [model, last], [*outputs, about, inputs, *example_sets], api_visibility="private")
     clear.click(lambda: None, outputs=[sketch], api_visibility="private")
 
 
@@ -142,7 +145,7 @@ def reconstruct_tab(models: ServedModels) -> None:
             model = gr.Dropdown([(n, n) for n in names], value=names[0], label="Model",
                                 interactive=len(names) > 1, elem_id="reconstruct-model")
             with gr.Tabs():
-                with gr.Tab("Upload or pick an example"):
+                with gr.Tab("Upload or pick an example", id=UPLOAD):
                     upload = upload_box("Clothing picture", "reconstruct-upload")
                     dataset = views.dataset_of(first)
                     examples([path for path, _ in views.example_files(dataset)], upload,

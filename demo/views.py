@@ -26,6 +26,7 @@ DEFAULT_NOISE = 0.2    # uniform noise amplitude for the reconstruction tab when
 NOISE_SEED = 0         # the same picture always gets the same noise, so the error can be compared
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 EXAMPLES_INDEX = EXAMPLES_DIR / "examples.json"
+DRAWABLE_FIRST = ("digit", "garment", "photo")  # image layouts, from most to least like a drawing on the canvas
 
 DRAW_SOMETHING = "**Draw something** on the canvas, or upload a picture: there is nothing to classify yet."
 BLANK_PICTURE = "**Nothing to see**: the picture is blank. Draw something or upload a picture with an object."
@@ -36,8 +37,18 @@ HEART_DISCLAIMER = ("A small neural network that learned patterns in {rows} rows
 # -- models and their manifests
 
 def image_classifiers(models: ServedModels) -> list[str]:
-    """Names of the loaded image classifiers, in store order."""
-    return [n for n, m in models.models.items() if m.ready and m.task == "classify" and "image" in _prep(m)]
+    """Names of the loaded image classifiers, in DRAWABLE_FIRST order of their layouts, then store order.
+
+    The classify tab opens on its canvas with the first of them chosen: a drawing shown to a photo model
+    (CIFAR-10) gets a confident but meaningless answer.
+    """
+    names = [n for n, m in models.models.items() if m.ready and m.task == "classify" and "image" in _prep(m)]
+    return sorted(names, key=lambda n: DRAWABLE_FIRST.index(models.models[n].image_spec.layout))
+
+
+def takes_photos(served: ServedModel) -> bool:
+    """Whether the model was trained on photos, which a drawing on the canvas is not."""
+    return served.image_spec.layout == "photo"
 
 
 def reconstructors(models: ServedModels) -> list[str]:

@@ -1,4 +1,4 @@
-"""The demo tests' tiny store: the serving tests' store (fashion, fashion_reconstruction, heart) plus digits.
+"""The demo tests' tiny store: the serving tests' store (fashion, fashion_reconstruction, heart), digits and cifar10.
 
 Everything is made by the real training, export and publishing code on synthetic data; the serving
 store is shared with tests/test_serving*.py (built once per session), and copied before digits is added.
@@ -22,13 +22,14 @@ from PIL import Image
 from demo.mount import ui_app
 
 from serving_store import TINY, build_store
-from synthetic import write_mnist
+from synthetic import CIFAR_CLASSES, write_mnist, write_photo_folder
 from training import data as data_module
 from training.registry import get_config
 from training.run import RunOptions, run_experiment
 from training.store import latest
 
 DIGITS_EXPERIMENT = "mnist_cnn32"  # published as digits
+PHOTO_EXPERIMENT = "cifar_cnn2_aug"  # published as cifar10
 DEMO_SERVICE = "demo-mount-test"
 EXAMPLE_DIGIT = Path(__file__).parents[1] / "demo" / "examples" / "mnist" / "7-00000.png"  # a real MNIST test 7
 
@@ -38,18 +39,22 @@ def _no_download(root: Path) -> None:
 
 
 def build_demo_store(basetemp: Path) -> Path:
-    """basetemp/demo/store: a copy of the serving tests' store with a tiny digits classifier added."""
+    """basetemp/demo/store: a copy of the serving tests' store with tiny digits and cifar10 classifiers added."""
     root = basetemp / "demo"
     store = root / "store"
-    if latest(store, "digits") is not None:
+    if latest(store, "cifar10") is not None:  # published last
         return store
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(build_store(basetemp / "serving"), store)
+    data = write_mnist(root / "data")
+    for split, per_class in (("train", 6), ("test", 2)):
+        write_photo_folder(data / "cifar10" / split, CIFAR_CLASSES, per_class, seed=len(split))
     with pytest.MonkeyPatch.context() as mp:  # only the synthetic files are ever read
         mp.setattr(data_module, "_mnist_download", _no_download)
-        run_experiment(get_config(DIGITS_EXPERIMENT).replace(**TINY),
-                       RunOptions(data_root=write_mnist(root / "data"), runs_dir=root / "runs", store=store,
-                                  device="cpu"))
+        mp.setattr(data_module, "_cifar_download", _no_download)
+        for name in (DIGITS_EXPERIMENT, PHOTO_EXPERIMENT):
+            run_experiment(get_config(name).replace(**TINY),
+                           RunOptions(data_root=data, runs_dir=root / "runs", store=store, device="cpu"))
     return store
 
 

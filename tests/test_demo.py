@@ -31,7 +31,7 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def models(demo_store: Path) -> ServedModels:
     models = load_models(demo_store)
-    assert models.ready and set(models.models) == {"digits", "fashion", "fashion_reconstruction", "heart"}
+    assert models.ready and set(models.models) == {"cifar10", "digits", "fashion", "fashion_reconstruction", "heart"}
     return models
 
 
@@ -92,6 +92,14 @@ def test_classify_upload_and_model_choice(client: Client, models: ServedModels, 
         expected = models.classify(name, Path(path).read_bytes(), top_k=SHOWN)
         assert label["label"] == expected["label"]
         assert list(confidences(label)) == [t["label"] for t in expected["top"]]
+
+
+def test_models_made_for_drawings_come_first(models: ServedModels) -> None:
+    assert list(models.models)[0] == "cifar10"  # the store's order: by name
+    assert views.image_classifiers(models) == ["digits", "fashion", "cifar10"]
+    page = demo_config(build_demo(models))
+    menu = next(c for c in page["components"] if c["props"].get("elem_id") == "classify-model")
+    assert menu["props"]["value"] == "digits"  # what the canvas opens with
 
 
 def test_classify_says_what_it_cannot_read(client: Client, tmp_path: Path) -> None:
@@ -161,8 +169,12 @@ def test_heart_form_offers_only_valid_values(client: Client) -> None:
 # -- what the page offers, for any store
 
 
+def demo_config(demo: gr.Blocks) -> dict[str, Any]:
+    return demo.get_config_file()
+
+
 def page_text(demo: gr.Blocks) -> str:
-    return json.dumps(demo.get_config_file(), default=str)
+    return json.dumps(demo_config(demo), default=str)
 
 
 def test_missing_and_broken_models_are_explained(models: ServedModels) -> None:
@@ -170,7 +182,7 @@ def test_missing_and_broken_models_are_explained(models: ServedModels) -> None:
     others = {n: m for n, m in models.models.items() if n != HEART_MODEL}
     text = page_text(build_demo(ServedModels(models.store, {**others, "greek": broken})))
     assert "heart-disease model is not published yet" in text
-    assert re.search(r"Not available yet.*cifar10.*heart.*greek", text)
+    assert re.search(r"Not available yet.*heart.*greek", text)
     assert "greek`: failed to load: ValueError: model.onnx does not match" in text
 
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from demo import views
-from demo.screenshots import CHROMIUM, WAIT_MS, draw, free_port, open_chromium
+from demo.screenshots import CHROMIUM, SEVEN, WAIT_MS, draw, free_port, open_chromium
 from demo.ui import LAUNCH_OPTIONS, build_demo
 from demo_store import build_demo_store, service_with_demo
 from serving.runtime import ServedModels, load_models
@@ -23,8 +23,6 @@ from serving.runtime import ServedModels, load_models
 if not CHROMIUM.exists():
     pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium chromium-driver", allow_module_level=True)
 pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra); it drives Debian's Chromium")
-
-SEVEN = [[(0.3, 0.25), (0.7, 0.25), (0.45, 0.8)]]  # a top bar, then the long diagonal stroke
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +139,19 @@ def test_switching_model_and_clicking_an_example(url: str, models: ServedModels,
         page.wait_for_function(f"() => document.querySelector('#classify-verdict').innerText.trim() === {expected!r}",
                                timeout=WAIT_MS)
         page.screenshot(path=str(tmp_path / "demo-browser-example.png"))
+
+
+def test_a_photo_model_opens_its_examples_instead_of_the_canvas(url: str, models: ServedModels,
+                                                                  tmp_path: Path) -> None:
+    with ready_page(url, tmp_path / "profile") as page:
+        page.click("#classify-model input")
+        page.get_by_role("option", name=views.model_choice(models.models["cifar10"])).click()
+        examples = page.locator("#classify-examples-cifar10 button.gallery-item")
+        examples.first.wait_for(state="visible", timeout=WAIT_MS)  # the upload tab was chosen for us
+        assert page.locator("#classify-canvas").is_hidden()
+        assert examples.count() == len(views.example_files("cifar10"))
+        examples.first.click()
+        verdict_is_not(page, "Draw something")
+        labels = models.models["cifar10"].labels
+        assert any(label in page.inner_text("#classify-verdict") for label in labels)
+        page.screenshot(path=str(tmp_path / "demo-browser-photo.png"))
