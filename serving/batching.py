@@ -37,9 +37,9 @@ class Batcher:
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch:]
-                if self._on_batch is not None:
-                    self._on_batch(len(batch))
-                try:
+                try:  # the batch is off the queue: whatever fails now must reach its callers
+                    if self._on_batch is not None:
+                        self._on_batch(len(batch))
                     outputs = await asyncio.to_thread(self._run, np.stack([x for x, _ in batch]))
                 except Exception as err:  # every caller of this batch gets the error
                     for _, future in batch:

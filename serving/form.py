@@ -9,7 +9,7 @@ BentoML parsing the body a second time into a temporary file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .errors import BadInput, InvalidField
@@ -65,6 +65,10 @@ def parse_form(body: bytes, content_type: str, uploads: frozenset[str]) -> Form:
     header = [b"", b""]
 
     def on_part_begin() -> None:
+        # Refused as soon as the part past the limit begins: a body of 40,000 empty parts took 0.36 s to
+        # parse to the end, on the event loop.
+        if len(headers) == MAX_FORM_PARTS:
+            raise BadInput(f"more than {MAX_FORM_PARTS} form fields; this endpoint takes at most {MAX_FORM_PARTS}")
         headers.append({})
         chunks.append([])
 
@@ -84,16 +88,14 @@ def parse_form(body: bytes, content_type: str, uploads: frozenset[str]) -> Form:
         chunks[-1].append(body_view[start:end] if data is body else bytes(data[start:end]))
 
     body_view = memoryview(body)
-    parser = MultipartParser(boundary, {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
-                                        "on_header_value": on_header_value, "on_header_end": on_header_end,
-                                        "on_part_data": on_part_data})
-    try:
+    try:  # the parser's constructor refuses a boundary over 256 bytes
+        parser = MultipartParser(boundary, {"on_part_begin": on_part_begin, "on_header_field": on_header_field,
+                                            "on_header_value": on_header_value, "on_header_end": on_header_end,
+                                            "on_part_data": on_part_data})
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as err:
+    except FormParserError as err:
         raise BadInput(f"malformed multipart body: {err}") from None
-    if len(headers) > MAX_FORM_PARTS:
-        raise BadInput(f"{len(headers)} form fields; this endpoint takes at most {MAX_FORM_PARTS}")
     parts: dict[str, Part] = {}
     for part_headers, part_chunks in zip(headers, chunks):
         part = _part(part_headers, part_chunks, uploads)

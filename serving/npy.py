@@ -29,6 +29,8 @@ def read_npy(data: bytes) -> np.ndarray:
         shape, fortran_order, dtype = _READERS[version](stream)
     except ValueError as err:
         raise BadInput(f"not a readable .npy file: {err}") from err
+    if any(d < 0 for d in shape):  # numpy's header reader lets (-1, -1, 28, 28) through
+        raise BadInput(f"the .npy header's shape {shape} has a negative dimension")
     if dtype.hasobject or dtype.fields is not None:
         raise BadInput(f"dtype {dtype} refused: send plain uint8 or float32 numbers")
     if dtype.str not in ("|u1", "<f4", ">f4"):

@@ -423,6 +423,15 @@ def _streamed_oversize() -> dict[str, Any]:
     return {"content": chunks(), "headers": {"content-type": "multipart/form-data; boundary=x"}}
 
 
+def _nan_tiff() -> bytes:
+    """A 28x28 float ("F" mode) TIFF with one NaN pixel: PIL decodes it, and NaN would reach the model."""
+    pixels = np.zeros((28, 28), np.float32)
+    pixels[3, 3] = np.nan
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="F").save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
 def _npy_claiming(shape: tuple[int, ...]) -> bytes:
     """An .npy header for `shape` of uint8 followed by 784 bytes: a few KB pretending to be hundreds of GB."""
     buffer = io.BytesIO()
@@ -433,6 +442,9 @@ def _npy_claiming(shape: tuple[int, ...]) -> bytes:
 BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] = [
     # (case, method, path, request, status, a word the error must contain)
     ("undecodable image", "POST", "/classify", lambda: image_form(b"this is not an image"), 400, "decode"),
+    ("float TIFF with a NaN pixel", "POST", "/classify", lambda: image_form(_nan_tiff()), 400, "PNG, JPEG"),
+    ("float TIFF with a NaN pixel to /reconstruct", "POST", "/reconstruct",
+     lambda: {"files": {"image": ("x.tif", _nan_tiff())}}, 400, "PNG, JPEG"),
     ("truncated png", "POST", "/classify", lambda: image_form(PHOTO_PNG[: len(PHOTO_PNG) // 2]), 400, "decode"),
     ("empty image file", "POST", "/classify", lambda: image_form(b""), 400, "empty"),
     ("zero-size image", "POST", "/classify", lambda: image_form(png_claiming(0, 0)), 400, "image"),
@@ -474,6 +486,9 @@ BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] =
     ("malformed multipart", "POST", "/classify",
      lambda: {"content": b"--b\r\nContent-Disposition: form-data\r\n\r\n", "headers":
               {"content-type": "multipart/form-data; boundary=b"}}, 400, "multipart"),
+    ("multipart boundary over 256 bytes", "POST", "/classify",
+     lambda: {"content": b"--" + b"b" * 300 + b"\r\n", "headers":
+              {"content-type": "multipart/form-data; boundary=" + "b" * 300}}, 400, "boundary"),
     ("form part without a name", "POST", "/classify",
      lambda: {"content": b"--b\r\nContent-Disposition: form-data; filename=x\r\n\r\nx\r\n--b--\r\n",
               "headers": {"content-type": "multipart/form-data; boundary=b"}}, 400, "name"),
@@ -500,6 +515,8 @@ BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] =
      lambda: batch_form(npy(np.array([{"x": 1}], dtype=object), allow_pickle=True)), 400, "dtype"),
     ("truncated npy", "POST", "/classify_batch",
      lambda: batch_form(npy(np.zeros((2, 1, 28, 28), np.uint8))[:-100]), 400, "truncated"),
+    ("npy header with negative dimensions", "POST", "/classify_batch",
+     lambda: batch_form(_npy_claiming((-1, -1, 28, 28))), 400, "negative"),
     ("npy header claiming 785 GB", "POST", "/classify_batch",
      lambda: batch_form(_npy_claiming((10 ** 9, 1, 28, 28))), 400, "truncated"),
     ("npy with NaN", "POST", "/classify_batch",
@@ -629,6 +646,18 @@ def test_batcher_hands_a_failure_to_every_caller_of_the_batch() -> None:
         return await asyncio.gather(*(batcher(np.ones(1)) for _ in range(3)), return_exceptions=True)
 
     assert [str(e) for e in asyncio.run(traffic())] == ["graph failed"] * 3
+
+
+def test_a_failing_batch_counter_fails_its_callers_instead_of_leaving_them_waiting() -> None:
+    def count(size: int) -> None:
+        raise RuntimeError("metrics failed")
+
+    async def traffic() -> list[Any]:
+        batcher = Batcher(lambda batch: batch, max_batch=8, on_batch=count)
+        calls = asyncio.gather(*(batcher(np.ones(1)) for _ in range(3)), return_exceptions=True)
+        return await asyncio.wait_for(calls, timeout=10)
+
+    assert [str(e) for e in asyncio.run(traffic())] == ["metrics failed"] * 3
 
 
 def test_read_npy_checks_the_header_before_allocating() -> None:

@@ -16,6 +16,9 @@ from PIL import Image, ImageOps
 
 # Refuse anything larger before decoding it: 4096 x 4096 is far beyond any drawing or photo we need.
 DEFAULT_MAX_PIXELS = 4096 * 4096
+# The formats people draw, photograph and save in. PIL reads a dozen more (TIFF, ICO, PPM, TGA, ...), each
+# one more parser facing uploads; a float TIFF even carries NaN pixels, which no model answers.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 LAYOUTS = ("digit", "garment", "photo")
 _INK_THRESHOLD = 0.2  # share of full intensity above which a pixel counts as ink when cropping
 _MIN_CONTRAST = 0.2   # ink standing at least this far above the background is stretched to full intensity
@@ -47,11 +50,11 @@ class ImageSpec:
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode common formats (first frame of animations); size is checked before pixels are read."""
+    """Decode one of FORMATS (first frame of animations); size is checked before pixels are read."""
     if not data:
         raise ImageError("empty image: the upload has no bytes")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
         width, height = img.size  # read from the header only
         if width == 0 or height == 0:
             raise ImageError(f"image has zero size ({width}x{height})")
@@ -63,6 +66,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise
     except Image.DecompressionBombError as err:
         raise ImageError(f"image refused as a decompression bomb: {err}") from err
+    except Image.UnidentifiedImageError as err:  # its message names only the BytesIO object
+        raise ImageError(f"cannot decode image: not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} file") from err
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, struct.error...
         raise ImageError(f"cannot decode image: {type(err).__name__}: {err}") from err
     return img
@@ -72,8 +77,6 @@ def _to_float_rgb_or_grey(img: Image.Image) -> np.ndarray:
     """(H, W) or (H, W, 3) float32 in [0, 1]; transparency composited over white like paper."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         return np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0, 1)
-    if img.mode == "F":
-        return np.clip(np.asarray(img, dtype=np.float32) / 255.0, 0, 1)
     if img.mode in ("1", "L"):
         return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     if img.mode in ("RGBA", "LA", "PA", "P", "La", "RGBa") or "transparency" in img.info:
