@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from .ui import LAUNCH_OPTIONS
-
 DEFAULT_PORT = 7860  # Gradio's usual port; the BentoML service uses 3000
 
 
@@ -15,9 +13,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)
-    from .app import demo  # builds the page and loads the models
+    import uvicorn
 
-    demo.launch(server_name=args.host, server_port=args.port, share=False, **LAUNCH_OPTIONS)
+    from .mount import ui_app  # the page and its API as the service mounts them, URL inputs refused
+
+    print(f"The demo: http://{args.host}:{args.port}/")
+    uvicorn.run(ui_app(), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The module-level Gradio app: `demo`, built from the store the service reads ($MODELS_STORE or ./models_store).
 
-    python -m demo                     # launch it alone on http://127.0.0.1:7860
+    python -m demo                     # serve it alone on http://127.0.0.1:7860 (demo/__main__.py)
     from demo.app import demo          # import it (the service mounts it at /ui through demo.mount)
 
 Importing builds the page and loads the published models onto ONNX Runtime; an empty or missing store
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from serving.runtime import load_models
 
-from .ui import LAUNCH_OPTIONS, build_demo
+from .ui import build_demo
 
 STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # the service's variable and default
 
@@ -24,6 +24,3 @@ def store_path() -> Path:
 
 
 demo = build_demo(load_models(store_path()))
-
-if __name__ == "__main__":
-    demo.launch(server_name="127.0.0.1", share=False, **LAUNCH_OPTIONS)

@@ -1,4 +1,4 @@
-"""The demo as an ASGI app for the BentoML service to mount at /ui.
+"""The demo as an ASGI app for the BentoML service to mount at /ui, and for `python -m demo` to serve.
 
     from demo.mount import ui_app
 
@@ -13,15 +13,75 @@ finds body_css unset). tests/test_demo_mount.py checks both routes through a Ben
 
 from __future__ import annotations
 
+import json
+from typing import Any, Awaitable, Callable
+
 import gradio as gr
 from fastapi import FastAPI
 
+from serving.guard import read_body, replay_body, send_json
+
 from .ui import LAUNCH_OPTIONS
+
+# A Gradio event's JSON body: pictures arrive as references to earlier uploads, never inline.
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 def ui_app(blocks: gr.Blocks | None = None) -> FastAPI:
-    """A FastAPI app serving `blocks` (default: demo.app.demo, built from the store) at its root."""
+    """A FastAPI app serving `blocks` (default: demo.app.demo, built from the store) at its root.
+
+    A FastAPI app, not a bare ASGI wrapper: BentoML runs the lifespan (which starts Gradio's queue) only
+    of mounted Starlette apps, so the guard is the app's middleware.
+    """
     if blocks is None:
         from .app import demo as blocks  # builds the page and loads the models: only when asked for
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(NoRemoteFiles)
     return gr.mount_gradio_app(app, blocks, path="/", **LAUNCH_OPTIONS)
+
+
+class NoRemoteFiles:
+    """Refuses (400) a Gradio event that gives a file input as a URL.
+
+    Gradio downloads such a file on the server, any size, to disk (processing_utils.async_move_files_to_cache
+    in gradio 6.31, with no setting to turn it off); our service fetches nothing a client names. The page
+    itself sends files as uploads, whose paths are the server's own.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]]):
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not _is_json(scope):
+            return await self.app(scope, receive, send)
+        body, refusal = await read_body(receive, MAX_EVENT_BYTES)
+        if refusal is None:
+            refusal = _refusal(body)
+        if refusal is not None:
+            return await send_json(send, refusal[0], {"error": refusal[1]})
+        await self.app(scope, replay_body(body, receive), send)
+
+
+def _is_json(scope: dict[str, Any]) -> bool:
+    return any(k == b"content-type" and b"json" in v.lower() for k, v in scope["headers"])
+
+
+def _refusal(body: bytes) -> tuple[int, str] | None:
+    """(400, why) when the JSON in `body` holds a file reference ({"path": ...}) whose path is an http(s) URL."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        return 400, "JSON nested too deep"
+    except ValueError:
+        return None  # not JSON after all: Gradio answers it
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            path = value.get("path")
+            if isinstance(path, str) and path.lstrip().lower().startswith(("http://", "https://")):
+                return 400, "a file given as a URL is refused: upload the file itself"
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None

@@ -99,7 +99,7 @@ class RequestGuard:
             form = None
             refusal = self._check_headers(scope)
             if refusal is None:
-                body, refusal = await self._read_body(receive, self._limit(scope))
+                body, refusal = await read_body(receive, self._limit(scope))
             if refusal is None and scope["path"] in self.uploads:
                 try:
                     form = parse_form(body, _header(scope, b"content-type"), self.uploads[scope["path"]])
@@ -109,7 +109,7 @@ class RequestGuard:
                 return await send_json(send, refusal[0], {"error": refusal[1]})
             if form is not None and scope["method"] == "POST" and scope["path"] in self.answers:
                 return await self._answer(self.answers[scope["path"]], form, scope, receive, send)
-            receive = _replay(body, receive)
+            receive = replay_body(body, receive)
         await self.app(scope, receive, send)
 
     def _bind_answers_on_start(self, send: Send) -> Send:
@@ -152,20 +152,6 @@ class RequestGuard:
     def _limit(self, scope: Message) -> int:
         return self.max_json_bytes if scope["path"] in self.json_routes else self.max_body_bytes
 
-    async def _read_body(self, receive: Receive, limit: int) -> tuple[bytes, tuple[int, str] | None]:
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return b"", (400, "the client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return b"", (413, f"body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks), None
-
     @staticmethod
     def _json_errors(scope: Message, send: Send) -> Send:
         """A `send` that holds back error responses and rewrites them with error_body."""
@@ -188,7 +174,23 @@ class RequestGuard:
         return wrapped
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+async def read_body(receive: Receive, limit: int) -> tuple[bytes, tuple[int, str] | None]:
+    """The whole request body, or (status, reason) when it is over `limit` bytes or the client left."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"", (400, "the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", (413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), None
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A `receive` that hands over the body already read, then defers to the real one (disconnects)."""
     sent = False
 

@@ -10,10 +10,12 @@ from typing import Any, Iterator
 import gradio as gr
 import numpy as np
 import pytest
+import uvicorn
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from demo import views
+from demo.mount import NoRemoteFiles
 from demo.screenshots import free_port
 from demo.ui import LAUNCH_OPTIONS, build_demo
 from demo_store import build_demo_store, digit_drawing, garment, png
@@ -201,15 +203,16 @@ def test_about_panels_come_from_manifests(models: ServedModels) -> None:
     assert f"{manifest['metrics']['test_accuracy']:.2%}" in text and manifest["report_figure"] in text
 
 
-def test_python_m_demo_binds_loopback_without_share(monkeypatch: pytest.MonkeyPatch, demo_store: Path) -> None:
-    launched: dict[str, Any] = {}
+def test_python_m_demo_serves_the_guarded_app_on_loopback(monkeypatch: pytest.MonkeyPatch, demo_store: Path) -> None:
+    served: dict[str, Any] = {}
     monkeypatch.setenv("MODELS_STORE", str(demo_store))
-    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(kwargs, app=app))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: pytest.fail("Gradio's own server has no guard"))
     from demo.__main__ import main
 
     main([])
-    assert launched["server_name"] == "127.0.0.1" and launched["share"] is False
-    assert launched["max_file_size"] == LAUNCH_OPTIONS["max_file_size"]
+    assert served["host"] == "127.0.0.1" and served["port"] == 7860
+    assert NoRemoteFiles in [m.cls for m in served["app"].user_middleware]
 
 
 def test_examples_are_small_real_test_images() -> None:

@@ -15,8 +15,9 @@ from typing import Any, Iterator
 import pytest
 
 from demo import views
+from demo.mount import ui_app
 from demo.screenshots import CHROMIUM, SEVEN, WAIT_MS, draw, free_port, open_chromium
-from demo.ui import LAUNCH_OPTIONS, build_demo
+from demo.ui import build_demo
 from demo_store import build_demo_store, service_with_demo
 from serving.runtime import ServedModels, load_models
 
@@ -30,15 +31,30 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> ServedModels:
     return load_models(build_demo_store(tmp_path_factory.getbasetemp()))
 
 
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """`app` on uvicorn in a thread, as `python -m demo` and `bentoml serve` run it; yields its root URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def url(models: ServedModels) -> Iterator[str]:
-    demo = build_demo(models)
-    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                **LAUNCH_OPTIONS)
-    try:
-        yield demo.local_url
-    finally:
-        demo.close()
+    """The demo alone, as `python -m demo` serves it."""
+    with serving(ui_app(build_demo(models))) as root:
+        yield root
 
 
 @contextlib.contextmanager
@@ -93,21 +109,8 @@ def test_drawing_a_digit_shows_its_prediction(url: str, models: ServedModels, tm
 @pytest.fixture(scope="module")
 def bento_url(models: ServedModels) -> Iterator[str]:
     """A BentoML service with the demo at /ui (as serving/service.py mounts it), on uvicorn."""
-    import uvicorn
-
-    port = free_port()
-    with service_with_demo(build_demo(models)) as app:
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + WAIT_MS / 1000
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.1)
-        try:
-            yield f"http://127.0.0.1:{port}/ui/"
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    with service_with_demo(build_demo(models)) as app, serving(app) as root:
+        yield root + "ui/"
 
 
 def test_the_page_mounted_in_bentoml_renders_and_answers(bento_url: str, tmp_path: Path) -> None:

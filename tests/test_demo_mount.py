@@ -47,3 +47,21 @@ def test_uploads_over_the_limit_are_refused(http: TestClient) -> None:
     answer = http.post("/ui/gradio_api/upload", files={"files": ("big.png", too_big, "image/png")})
     assert answer.status_code == 413
     assert http.post("/ui/gradio_api/upload", files={"files": ("small.png", b"\0" * 100, "image/png")}).is_success
+
+
+def test_a_file_given_as_a_url_is_refused_before_gradio_fetches_it(http: TestClient,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradio import processing_utils
+
+    async def fetch(url: str, cache_dir: str) -> str:
+        pytest.fail(f"Gradio fetched {url}")
+
+    monkeypatch.setattr(processing_utils, "async_ssrf_protected_download", fetch)
+    remote = {"path": "https://example.com/x.png", "meta": {"_type": "gradio.FileData"}}
+    for path, body in [("/ui/gradio_api/call/classify_upload", {"data": ["digits", remote]}),
+                       ("/ui/gradio_api/queue/join", {"data": ["digits", remote], "fn_index": 1,
+                                                      "session_hash": "x", "event_data": None}),
+                       ("/ui/gradio_api/run/reconstruct_upload", {"data": [{"nested": [{**remote, "path": " HTTP://a"}]}]})]:
+        answer = http.post(path, json=body)
+        assert answer.status_code == 400 and "URL" in answer.json()["error"], (path, answer.text)
+    assert http.post("/ui/gradio_api/call/classify_upload", json={"data": ["digits", None]}).status_code == 200
