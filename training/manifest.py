@@ -80,11 +80,15 @@ def model_card(manifest: dict[str, Any], name: str, description: str) -> str:
     table = "tabular" in manifest["preprocessing"]
     things = "rows" if table else "images"
     if manifest["task"] == "classify":
-        split = "test" if table or m.get("heldout_accuracy") is not None else "official test"
-        result = f"test accuracy {100 * m['test_accuracy']:.2f}% on {m['test_size']:,} {split} {things}"
+        if p.get("test_note"):  # no test split (the Greek letters): scored on the training images
+            result = (f"accuracy {100 * m['test_accuracy']:.2f}% on its {m['test_size']:,} training {things} "
+                      "(there is no test split)")
+        else:
+            split = "test" if table else "official test"
+            result = f"test accuracy {100 * m['test_accuracy']:.2f}% on {m['test_size']:,} {split} {things}"
         if m.get("heldout_accuracy") is not None:
-            result += (f" (its training images: there is no test split); {100 * m['heldout_accuracy']:.2f}% "
-                       f"held out by {m['heldout_folds']}-fold cross-validation")
+            result += (f"; {100 * m['heldout_accuracy']:.2f}% held out by {m['heldout_folds']}-fold "
+                       "cross-validation on the training split")
         limits = "anything else (photos, other objects) still gets one of these labels"
     else:
         result = (f"test reconstruction MSE {m['test_mse']:.5f}; denoising {m['test_noisy_input_mse']:.5f} "
