@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from training import files, store
+from training import run as run_module
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from training.registry import get_config
 from training.run import RunError, RunOptions, run_experiment
@@ -47,6 +49,22 @@ def test_resume_ends_with_the_same_weights(fashion_root: Path, tmp_path: Path, e
     assert [r["epoch"] for r in b["history"]] == [1, 2, 3]
     lines = (tmp_path / "split" / cfg.name / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3
+    assert json.loads((tmp_path / "split" / cfg.name / "config.json").read_text())["epochs"] == 3
+
+
+def test_a_new_run_clears_the_previous_runs_results(fashion_root: Path, tmp_path: Path, monkeypatch) -> None:
+    run_experiment(CFG.replace(epochs=1), _opts(fashion_root, tmp_path))
+    run_dir = tmp_path / CFG.name
+    assert (run_dir / "report.json").is_file() and (run_dir / "model.onnx").is_file() and list(run_dir.glob("*.png"))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "train_one_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):  # the next run is killed in its first epoch
+        run_experiment(CFG, _opts(fashion_root, tmp_path))
+    assert not list(run_dir.glob("report.*")) and not (run_dir / "model.onnx").exists()
+    assert not list(run_dir.glob("*.png"))  # nothing of the last run passes for this one's (training.report, sweeps)
 
 
 def test_resume_refuses_a_different_config(fashion_root: Path, tmp_path: Path) -> None:

@@ -81,6 +81,20 @@ def test_killed_sweep_continues_where_it_stopped(data_root: Path, tmp_path: Path
     assert calls == [("sgd", True)]
 
 
+def test_a_smaller_search_is_not_reused_by_a_bigger_one(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    trials, folds = [], []
+    run_experiment, run_fold = sweep.run_experiment, sweep.run_fold
+    monkeypatch.setattr(sweep, "run_experiment", lambda cfg, opts: trials.append(cfg.train_limit)
+                        or run_experiment(cfg, opts))
+    monkeypatch.setattr(sweep, "run_fold", lambda cfg, *args: folds.append(cfg.train_limit) or run_fold(cfg, *args))
+    for limit in (32, 64, 64):  # a smaller search, the bigger one, the bigger one again (all done)
+        settings = _settings(data_root, tmp_path, train_limit=limit)
+        sweep.run_study(sweep.STUDIES["fashion_optimizer"], settings, jobs=1, max_trials=1)
+        sweep.run_study(sweep.STUDIES["fashion_grid"], settings, jobs=1, max_trials=1)
+    assert trials == [32, TINY["train_limit"], 64]  # the trial, the grid's winner retrained (once), the trial again
+    assert folds == [32] * 3 + [64] * 3
+
+
 def test_failed_trial_is_reported_and_the_others_kept(data_root: Path, tmp_path: Path, monkeypatch) -> None:
     study = sweep.STUDIES["fashion_optimizer"]
     real = sweep.run_experiment

@@ -18,6 +18,15 @@ def test_published_classifier_matches_its_manifest_over_png(fashion_root: Path, 
     assert verify.main(["fashion", "--store", str(tmp_path / "store"), "--data-root", str(fashion_root)]) == 0
 
 
+def test_verify_says_what_it_cannot_check(fashion_root: Path, tmp_path: Path, capsys) -> None:
+    run_tiny("fashion_autoencoder", fashion_root, tmp_path)
+    store = ["--store", str(tmp_path / "store"), "--data-root", str(fashion_root)]
+    assert verify.main(["fashion_reconstruction", *store]) == 2
+    assert verify.main(["digits", *store]) == 2
+    err = capsys.readouterr().err
+    assert "fashion_reconstruction is not an image classifier" in err and "no published model 'digits'" in err
+
+
 def test_results_table_lists_finished_runs(fashion_root: Path, tmp_path: Path) -> None:
     run_tiny("fashion_autoencoder", fashion_root, tmp_path)
     out, results, run_dir = tmp_path / "RESULTS.md", tmp_path / "results", tmp_path / "runs" / "fashion_autoencoder"

@@ -4,7 +4,7 @@ when its config sets `ema_decay`.
 At the high learning rates of a one-cycle schedule the weights hop around the floor of the loss valley;
 their average over the last ~1 / (1 - decay) steps sits nearer its middle, so the averaged model scores
 higher before the schedule has annealed, and the same after (fashion_cnn on a validation split:
-docs/BENCHMARKS.md). Early on the decay is warmed up, min(decay, (1 + t) / (10 + t)) at step t, as timm
+docs/BENCHMARKS.md). Early on the decay is warmed up, min(decay, (1 + t) / (10 + t)) at step t = 1, 2, ..., as timm
 and TensorFlow do, so that a short run is not scored on what are mostly its initial weights. Training
 itself never sees the average, so with `ema_decay` at 0 nothing changes.
 
@@ -33,7 +33,7 @@ class WeightAverage:
 
     def current_decay(self) -> float:
         """The decay the next update uses: warmed up over the first steps, then `decay`."""
-        return min(self.decay, (2 + self.steps) / (11 + self.steps))
+        return min(self.decay, (2 + self.steps) / (11 + self.steps))  # t = steps + 1: this update's number
 
     def _pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         mine = [*self.model.parameters(), *self.model.buffers()]

@@ -11,7 +11,7 @@ from torch import nn
 
 from .augment import augment_batch
 from .data import DataBundle
-from .files import atomic_write_json, atomic_write_text
+from .files import atomic_write_text
 from .loop import as_pixels, class_probabilities, predict
 from .metrics import classification_metrics, roc_auc
 from .models import parameter_table
@@ -136,7 +136,8 @@ def _heldout_lines(heldout: dict[str, Any]) -> list[str]:
 def write_report(run_dir: Path, model: nn.Module, data: DataBundle, cfg: ExperimentConfig,
                  history: list[dict], facts: dict[str, Any], heldout: dict[str, Any] | None = None,
                  figures: bool = True) -> dict[str, Any]:
-    """Write report.json, report.md and (unless `figures` is false) the figures; return the report's dict.
+    """Write report.md and (unless `figures` is false) the figures; return the report's dict (the caller
+    writes it as report.json once the run is over, exported and published).
 
     `heldout`: crossval.cross_validate's summary, when the experiment asks for one.
     """
@@ -168,6 +169,5 @@ def write_report(run_dir: Path, model: nn.Module, data: DataBundle, cfg: Experim
              "", "## Test set", "", *body, "", "## Training curves", "", *curves, "",
              f"## Parameters ({report['parameters']:,})", "", "| layer | shape | count |", "|---|---|---:|"]
     lines += [f"| {name} | {tuple(shape)} | {n:,} |" for name, shape, n in params]
-    atomic_write_json(run_dir / "report.json", report)
     atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
     return report

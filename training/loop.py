@@ -118,11 +118,13 @@ def train_one_epoch(model: nn.Module, data: TensorData, cfg: ExperimentConfig,
         sizes.append(len(labels))
         if cfg.task == "classify":
             correct += (predicted_labels(cfg, output.detach()) == labels).sum()
-    losses = torch.stack(batch_losses).float().cpu() if batch_losses else torch.zeros(0)
-    # Tallies over every process: (sum of per-sample losses, samples, correct)
+    losses = torch.stack(batch_losses).float() if batch_losses else torch.zeros(0, device=device)
+    weights = torch.tensor(sizes, dtype=torch.float64, device=device)
+    # Tallies over every process: (sum of per-sample losses, samples, correct), reduced on the training
+    # device, since NCCL reduces GPU tensors only; one host sync per epoch.
     loss_sum, seen, right = sum_over_processes(torch.stack([
-        (losses.double() * torch.tensor(sizes, dtype=torch.float64)).sum(),
-        torch.tensor(float(sum(sizes)), dtype=torch.float64), correct.cpu().double()]), world).tolist()
+        (losses.double() * weights).sum(), weights.sum(), correct.double()]), world).tolist()
+    losses = losses.cpu()
     metrics = {"train_loss": loss_sum / max(seen, 1)}
     if cfg.task == "classify":
         metrics["train_accuracy"] = right / max(seen, 1)

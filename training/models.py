@@ -289,7 +289,8 @@ def init_weights(model: nn.Module, scheme: str) -> None:
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             _INITS[scheme](module.weight)
-            nn.init.zeros_(module.bias)
+            if module.bias is not None:  # ResNet's convs have none
+                nn.init.zeros_(module.bias)
 
 
 def build_model(name: str, input_shape: Shape, num_classes: int, kwargs: dict[str, Any],
@@ -298,6 +299,8 @@ def build_model(name: str, input_shape: Shape, num_classes: int, kwargs: dict[st
     if name not in MODEL_BUILDERS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODEL_BUILDERS))}")
     if pretrained:
+        if init != "default":
+            raise ValueError(f"init {init!r} would overwrite the pretrained weights {pretrained}")
         if name not in PRETRAINED_MODELS:
             raise PretrainedUnavailable(f"model {name!r} has no pretrained weights; "
                                         f"these do: {', '.join(PRETRAINED_MODELS)}")
@@ -308,5 +311,5 @@ def build_model(name: str, input_shape: Shape, num_classes: int, kwargs: dict[st
 
 
 def parameter_table(model: nn.Module) -> list[tuple[str, tuple[int, ...], int]]:
-    """(parameter name, shape, count) for each trainable tensor, in definition order."""
+    """(parameter name, shape, count) for each parameter tensor, frozen ones included, in definition order."""
     return [(n, tuple(p.shape), p.numel()) for n, p in model.named_parameters()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-import sys
 from datetime import datetime, timezone
 from importlib import metadata
 
@@ -43,10 +42,6 @@ def git_commit() -> str | None:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def command_line() -> str:
-    return " ".join(["python -m training.fit" if sys.argv[0].endswith("fit.py") else sys.argv[0], *sys.argv[1:]])
 
 
 def utc_now() -> str:

@@ -124,12 +124,14 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
         _restore_rng(saved["rng"], gen)
-        # The checkpoint is the truth: drop metric lines written after it, if any.
-        atomic_write_text(run_dir / METRICS, "".join(_jsonl(r) for r in state["history"]))
+        if world.is_main:  # the checkpoint is the truth: drop metric lines written after it, if any
+            atomic_write_text(run_dir / METRICS, "".join(_jsonl(r) for r in state["history"]))
+            atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))  # `--epochs N` may have raised its epochs
         log.info("resuming %s after epoch %d", cfg.name, state["epoch"])
     elif world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / METRICS).unlink(missing_ok=True)
+        for stale in [run_dir / METRICS, *run_dir.glob("report.*"), run_dir / ONNX, *run_dir.glob("*.png")]:
+            stale.unlink(missing_ok=True)  # an earlier run's results must not pass for this one's
         atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
     # Only rank 0 scores and saves, so only it keeps the average.
     average = average_of(model, cfg.ema_decay) if world.is_main else None
@@ -138,13 +140,16 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
     scored_model = scored(model, average)
     # DDP starts every process from rank 0's weights; checkpoints and scores use `model` (or its average),
     # never the wrappers.
-    trainee, augment_gen = compiled(parallel(model, world, device), speed), None
-    if world.active:  # each process augments and drops out differently; the batch order stays shared
-        augment_gen = torch.Generator(device).manual_seed(cfg.seed + world.rank)
-        torch.manual_seed(cfg.seed + world.rank)
+    trainee = compiled(parallel(model, world, device), speed)
+    augment_gen = torch.Generator(device) if world.active else None
 
     for epoch in range(state["epoch"], cfg.epochs):
         started = time.perf_counter()
+        if world.active:  # each process augments and drops out differently; the batch order stays shared.
+            # Seeded per epoch, so a resumed run draws what the uninterrupted one drew.
+            epoch_seed = hash((cfg.seed, world.rank, epoch)) % 2 ** 31  # ints hash the same in every process
+            augment_gen.manual_seed(epoch_seed)
+            torch.manual_seed(epoch_seed)
         record = {"epoch": epoch + 1,
                   **train_one_epoch(trainee, data.train, cfg, optimizer, scheduler, gen,
                                     desc=f"{cfg.name} {epoch + 1}/{cfg.epochs}", world=world,
@@ -211,9 +216,16 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any] | 
         log.info("%s: %d-fold cross-validation on the training split", cfg.name, cfg.heldout_folds)
         heldout = cross_validate(cfg, data, cfg.heldout_folds, opts.runs_dir, device)
     report = write_report(run_dir, model, data, cfg, state["history"], facts, heldout, figures=opts.artifacts)
-    if not opts.artifacts:
-        atomic_write_json(run_dir / "report.json", report)
-        return report
+    if opts.artifacts:
+        _export_and_publish(cfg, report, facts, data, run_dir, opts)
+    # Written last: report.json is what training.report and the sweeps take for a finished run.
+    atomic_write_json(run_dir / "report.json", report)
+    return report
+
+
+def _export_and_publish(cfg: ExperimentConfig, report: dict[str, Any], facts: dict[str, Any], data: DataBundle,
+                        run_dir: Path, opts: RunOptions) -> None:
+    """Export the checkpoint to ONNX (checked against PyTorch) and publish served experiments; noted in `report`."""
     checkpoint = run_dir / CHECKPOINT
     check = export_onnx(checkpoint, run_dir / ONNX, sample=as_inputs(data.test.inputs[:16].cpu()))
     report["export_check"] = check
@@ -224,5 +236,3 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any] | 
                                     model_card(manifest, cfg.served_as, cfg.description))
         report["published"] = str(version_dir)
         log.info("published %s as %s", cfg.name, version_dir)
-    atomic_write_json(run_dir / "report.json", report)
-    return report

@@ -10,7 +10,7 @@ scores each trial by k-fold cross-validation on the training split instead of th
 per fold, and then retrains the best trial as a registered experiment. Each finished trial or fold leaves
 a result file, written atomically, under OUT/NAME/trials/; a rerun skips those and resumes half-trained
 runs from their checkpoints, so a killed sweep continues where it stopped. Tasks run in parallel worker
-processes (--jobs; default: one per usable CPU core, one at a time on a GPU).
+processes (--jobs; default: one per usable CPU core, one per GPU).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .crossval import run_fold, summarize
 from .data import DataNotFound, load_data
 from .files import atomic_write_json, atomic_write_text
 from .plots import plot_study
-from .registry import ExperimentConfig, config_from_dict, get_config
+from .registry import ExperimentConfig, config_from_dict, config_to_dict, get_config
 from .run import CHECKPOINT, CONFIG, RunOptions, resolve_device, run_experiment
 
 log = logging.getLogger("training")
@@ -189,7 +189,8 @@ def _run_trial(study: Study, trial: Trial, settings: Settings) -> None:
     atomic_write_json(folder / "result.json", {
         "trial": trial.name, "factors": dict(trial.factors), "test_accuracy": last["metrics"]["test_accuracy"],
         "parameters": last["parameters"], "epochs": last["epochs"],
-        "seconds": sum(r["wall_time_s"] for r in reports), "runs": [r["experiment"] for r in reports]})
+        "seconds": sum(r["wall_time_s"] for r in reports), "runs": [r["experiment"] for r in reports],
+        "configs": _configs(trial, settings)})
 
 
 def _run_trial_fold(study: Study, trial: Trial, fold: int, settings: Settings) -> None:
@@ -198,7 +199,21 @@ def _run_trial_fold(study: Study, trial: Trial, fold: int, settings: Settings) -
     device = resolve_device(settings.device)
     data = load_data(cfg, settings.data_root).to(device)
     folder = _trial_dir(study, trial, settings)
-    atomic_write_json(folder / f"fold{fold + 1}.json", run_fold(cfg, data, study.folds, fold, folder / "runs", device))
+    atomic_write_json(folder / f"fold{fold + 1}.json",
+                      {**run_fold(cfg, data, study.folds, fold, folder / "runs", device), "configs": _configs(trial, settings)})
+
+
+def _configs(trial: Trial, settings: Settings) -> list[dict[str, Any]]:
+    """The trial's stages as `settings` configure them, as its result files record them."""
+    return [config_to_dict(cfg) for cfg in trial.configs(settings.overrides)]
+
+
+def _finished(path: Path, trial: Trial, settings: Settings) -> bool:
+    """Whether `path` holds a result of `trial` as `settings` configure it: a smaller search's does not count."""
+    if not path.is_file():
+        return False
+    saved = json.loads(path.read_text(encoding="utf-8")).get("configs", [])
+    return [config_from_dict(c) for c in saved] == list(trial.configs(settings.overrides))
 
 
 def _init_worker(threads: int, gpus=None) -> None:
@@ -287,8 +302,8 @@ def run_study(study: Study, settings: Settings, jobs: int = 1, max_trials: int |
         folder = _trial_dir(study, trial, settings)
         if study.folds:
             tasks += [(f"{trial.name} fold {k + 1}/{study.folds}", _run_trial_fold, (study, trial, k, settings))
-                      for k in range(study.folds) if not (folder / f"fold{k + 1}.json").is_file()]
-        elif not (folder / "result.json").is_file():
+                      for k in range(study.folds) if not _finished(folder / f"fold{k + 1}.json", trial, settings)]
+        elif not _finished(folder / "result.json", trial, settings):
             tasks.append((trial.name, _run_trial, (study, trial, settings)))
     log.info("%s: %d trials, %d tasks to run (%d already done), %d at a time", study.name, len(trials),
              len(tasks), len(trials) * max(study.folds, 1) - len(tasks), jobs)

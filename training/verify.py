@@ -31,14 +31,20 @@ def _png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+class VerifyError(RuntimeError):
+    """A model that cannot be verified as asked; the message says why."""
+
+
 def verify_published(store: Path, name: str, data_root: Path, batch: int = 500) -> dict[str, Any]:
-    """Recompute a classifier's test accuracy from PNG bytes; the dict says whether it matches."""
+    """Recompute an image classifier's test accuracy from PNG bytes; the dict says whether it matches."""
     version = latest(store, name)
     if version is None:
-        raise SystemExit(f"no published model {name!r} in {store}")
+        raise VerifyError(f"no published model {name!r} in {store}")
     manifest = read_manifest(version)
+    if manifest["task"] != "classify" or "image" not in manifest["preprocessing"]:
+        raise VerifyError(f"{name} is not an image classifier: only those are re-scored from PNG bytes")
     if sha256_file(version / MODEL_FILE) != manifest["sha256"]:
-        raise SystemExit(f"{version / MODEL_FILE}: sha256 does not match its manifest")
+        raise VerifyError(f"{version / MODEL_FILE}: sha256 does not match its manifest")
     cfg = config_from_dict(manifest["provenance"]["config"]).replace(test_limit=manifest["metrics"]["test_size"])
     test = load_data(cfg, data_root).test
     spec = ImageSpec.from_dict(manifest["preprocessing"]["image"])
@@ -63,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", type=Path, default=Path("models_store"))
     p.add_argument("--data-root", type=Path, default=Path("data"))
     args = p.parse_args(argv)
-    result = verify_published(args.store, args.name, args.data_root)
+    try:
+        result = verify_published(args.store, args.name, args.data_root)
+    except VerifyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{result['model']} {result['version']}: {100 * result['accuracy']:.2f}% on {result['images']:,} "
           f"test images sent as PNG (manifest says {100 * result['manifest_accuracy']:.2f}%): "
           f"{'OK' if result['matches'] else 'MISMATCH'}")
