@@ -12,6 +12,7 @@ import asyncio
 import io
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -44,6 +45,10 @@ MAX_SHARED_BATCH = 64          # concurrent single images that may share one ONN
 # JPEG of 16x16 pixels padded with empty markers took 2.8 s to open.
 INLINE_MAX_PIXELS = 128 * 128
 INLINE_MAX_BYTES = 64 * 1024
+# Bigger images are prepared by this many threads of their own per worker: each may hold about 200 MiB
+# while a 4096 x 4096 RGBA upload is decoded, and the default executor's threads run the ONNX Runtime
+# batches, which a burst of big uploads must not queue behind.
+PREPARE_THREADS = 2
 DEFAULT_TOP_K = 3
 _ORT_WARNING, _ORT_FATAL = 2, 4  # onnxruntime log severities: 2 is its default, 4 shows only fatal errors
 
@@ -230,6 +235,8 @@ class ServedModels:
     models: dict[str, ServedModel]
     on_batch: Callable[[str, int], None] | None = None
     _batchers: dict[str, Batcher] = field(default_factory=dict, repr=False)
+    _preparers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare"), repr=False)
 
     @property
     def ready(self) -> bool:
@@ -280,7 +287,7 @@ class ServedModels:
         if _small(image):
             pixels = self.prepare(name, image)
         else:
-            pixels = await asyncio.to_thread(self.prepare, name, image)
+            pixels = await asyncio.get_running_loop().run_in_executor(self._preparers, self.prepare, name, image)
         if name not in self._batchers:
             observe = None if self.on_batch is None else (lambda size: self.on_batch(name, size))
             self._batchers[name] = Batcher(lambda batch: self.probabilities(name, batch), MAX_SHARED_BATCH, observe)

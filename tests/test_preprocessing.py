@@ -129,6 +129,24 @@ def test_bad_bytes_are_refused(data: bytes, message: str) -> None:
         decode_image(data)
 
 
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
+@pytest.mark.parametrize("spec", [DIGIT, GARMENT, PHOTO])
+def test_a_big_picture_is_prepared_like_its_smaller_copy_without_big_float_arrays(mode: str, spec: ImageSpec) -> None:
+    import tracemalloc
+
+    paper = np.full((3000, 2000), 255, np.uint8)
+    paper[600:2400, 800:1100] = 0  # a thick stroke: the same shape at either size
+    big = Image.fromarray(paper).convert(mode)
+    small = big.resize((1000, 1500), Image.Resampling.BOX) if mode != "P" else big.resize((1000, 1500))
+    tracemalloc.start()  # numpy's arrays are traced; 3000 x 2000 in float32 RGB alone would be 69 MiB
+    out = prepare_image(decode_image(_png(big)), spec)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40 * 2 ** 20, f"{peak / 2 ** 20:.0f} MiB"
+    same = prepare_image(decode_image(_png(small)), spec)
+    assert np.abs(out - same).mean() < 0.02  # rounding may place the stroke a pixel apart
+
+
 def test_pixel_limit_is_checked_before_decoding() -> None:
     big = _png(Image.new("L", (3000, 3000)))
     with pytest.raises(ImageError, match="limit"):

@@ -20,6 +20,9 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 # one more parser facing uploads; a float TIFF even carries NaN pixels, which no model answers.
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 LAYOUTS = ("digit", "garment", "photo")
+# Bigger pictures are shrunk to this longer side, in their own 8- or 16-bit form, before the float work:
+# the prepared input is at most 32 pixels a side, and a 4096 x 4096 PNG took 640 MiB of float32 arrays.
+WORKING_SIDE = 1024
 _INK_THRESHOLD = 0.2  # share of full intensity above which a pixel counts as ink when cropping
 _MIN_CONTRAST = 0.2   # ink standing at least this far above the background is stretched to full intensity
 _DIGIT_BOX = 20 / 28  # MNIST fits each digit's longer side into 20 of its 28 pixels
@@ -171,7 +174,7 @@ def prepare_image(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     An image already in that form (the right size, and for greyscale a dark background) passes
     through unchanged, so official test images score the same over HTTP as offline.
     """
-    pixels = _to_float_rgb_or_grey(ImageOps.exif_transpose(img) or img)
+    pixels = _to_float_rgb_or_grey(_shrunk(ImageOps.exif_transpose(img) or img))
     if spec.channels == 3:
         rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2)
         if rgb.shape[:2] != (spec.height, spec.width):
@@ -188,6 +191,16 @@ def prepare_image(img: Image.Image, spec: ImageSpec) -> np.ndarray:
         grey = 1.0 - grey
     layout = _layout_digit if spec.layout == "digit" else _layout_garment
     return layout(_flatten_background(grey), spec.height, spec.width)[None]
+
+
+def _shrunk(img: Image.Image) -> Image.Image:
+    """`img` with its longer side at most WORKING_SIDE, averaged down (an image that fits is returned as is)."""
+    if max(img.size) <= WORKING_SIDE:
+        return img
+    if img.mode in ("1", "P", "PA"):  # PIL resizes these by picking pixels, not averaging them
+        img = img.convert("L" if img.mode == "1" else "RGBA")
+    scale = WORKING_SIDE / max(img.size)
+    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BOX)
 
 
 def is_blank(x: np.ndarray, threshold: float = 0.05) -> bool:
