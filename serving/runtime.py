@@ -146,6 +146,11 @@ def _check_manifest(manifest: Mapping[str, Any], session: ort.InferenceSession) 
     if manifest["input"]["name"] != graph_in.name or manifest["output"]["name"] not in outputs:
         raise ValueError(f"manifest names input {manifest['input']['name']!r} / output "
                          f"{manifest['output']['name']!r}; the graph has {graph_in.name!r} / {outputs}")
+    if manifest.get("task") == "classify":  # every class the graph answers needs its label, and no more
+        (answer,) = [o for o in session.get_outputs() if o.name == manifest["output"]["name"]]
+        classes, labels = answer.shape[-1], len(manifest.get("labels", []))
+        if isinstance(classes, int) and labels != (2 if classes == 1 else classes):  # 1: one probability of two
+            raise ValueError(f"the manifest lists {labels} labels for a graph of {classes} outputs")
     if "tabular" in manifest.get("preprocessing", {}):
         width = graph_in.shape[1] if isinstance(graph_in.shape[1], int) else None
         check_tabular_spec(manifest["preprocessing"]["tabular"], width)

@@ -370,6 +370,19 @@ def test_a_manifest_that_cannot_feed_its_model_is_not_ready(store: Path, tmp_pat
         assert client.post("/classify", **image_form(PHOTO_PNG)).status_code == 200
 
 
+def test_a_manifest_with_too_few_labels_is_not_ready(store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    manifest_file = latest(copy, "fashion") / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["labels"] = manifest["labels"][:-1]  # an answer of the last class would have no label: a 500
+    manifest_file.write_text(json.dumps(manifest))
+    with serve(copy) as client:
+        assert "4 labels for a graph of 5 outputs" in client.get("/models").json()["models"]["fashion"]["error"]
+        assert client.post("/classify", **image_form(PHOTO_PNG)).status_code == 503
+        assert client.post("/heart", json=HEART_ROW).status_code == 200
+
+
 def test_heart_without_a_heart_model_answers_503(store: Path, tmp_path: Path) -> None:
     copy = tmp_path / "store"
     shutil.copytree(store, copy, ignore=lambda folder, names: ["heart"] if Path(folder) == store else [])
