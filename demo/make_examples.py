@@ -69,7 +69,7 @@ def cifar_examples(archive: Path, out: Path) -> list[dict]:
     """The first test JPEG of each class in the ImageFolder archive, re-encoded losslessly as PNG."""
     chosen: dict[str, tuple[str, bytes]] = {}
     with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:  # streamed: stops as soon as every class has its picture
+        for member in tar:  # streamed, to the end: the first name of each class is known only there
             parts = Path(member.name).parts
             if member.isfile() and len(parts) == 3 and parts[0] == "test":
                 if parts[1] not in chosen or parts[2] < chosen[parts[1]][0]:

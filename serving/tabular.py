@@ -29,13 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InvalidField
 
-# Plausible human values, inclusive; the data set's own lie well inside. RestingBP and Cholesterol
-# include 0 because the data set uses 0 where the measurement is missing.
 _NUMBER = dict(strict=True, allow_inf_nan=False)  # JSON numbers only: no "54", no true, no NaN
 
 
 class HeartRow(BaseModel):
-    """One patient, as a row of the heart failure prediction data set (heart.csv)."""
+    """One patient, as a row of the heart failure prediction data set (heart.csv).
+
+    Numbers must be plausible human values (inclusive); the data set's own lie well inside. RestingBP
+    and Cholesterol include 0 because the data set uses 0 where the measurement is missing.
+    """
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
         "Age": 54, "Sex": "M", "ChestPainType": "ASY", "RestingBP": 140, "Cholesterol": 239,
