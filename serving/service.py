@@ -79,7 +79,10 @@ def json_answer(answer: dict[str, Any]) -> JSONResponse:
     return JSONResponse(answer)
 
 
-@bentoml.service(name="classic-dl", traffic={"timeout": 60})
+# threads: BentoML runs the synchronous APIs (/heart, /classify_batch, /reconstruct) one at a time by
+# default, so a /heart answer of microseconds waited behind a 1024-image batch; two, for the machine's cores,
+# and few enough to keep big /reconstruct uploads bounded in memory.
+@bentoml.service(name="classic-dl", traffic={"timeout": 60}, threads=2)
 @bentoml.asgi_app(http, path="/")
 @bentoml.asgi_app(ui_app(), path="/ui")
 class ModelService:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import io
@@ -681,3 +682,24 @@ def test_read_npy_checks_the_header_before_allocating() -> None:
     np.testing.assert_array_equal(read_npy(npy(fortran)), fortran)
     big_endian = np.linspace(0, 1, 8, dtype=">f4").reshape(2, 1, 2, 2)
     np.testing.assert_array_equal(read_npy(npy(big_endian)), big_endian)
+
+
+def test_heart_is_answered_while_a_batch_is_running(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started, release = threading.Event(), threading.Event()
+    classify_array = ServedModels.classify_array
+
+    def slow(self: ServedModels, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        started.set()
+        release.wait(30)
+        return classify_array(self, *args, **kwargs)
+
+    monkeypatch.setattr(ServedModels, "classify_array", slow)
+    with serve(store) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        batch = pool.submit(client.post, "/classify_batch", **batch_form(npy(np.zeros((4, 1, 28, 28), np.uint8))))
+        assert started.wait(30)
+        try:
+            assert client.post("/heart", json=HEART_ROW).status_code == 200  # not queued behind the batch
+            assert not batch.done()
+        finally:
+            release.set()
+        assert batch.result(30).status_code == 200
