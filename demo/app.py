@@ -9,18 +9,8 @@ gives a page that says so.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from serving.runtime import load_models
+from serving.runtime import load_models, store_from_env
 
 from .ui import build_demo
 
-STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # the service's variable and default
-
-
-def store_path() -> Path:
-    return Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
-
-
-demo = build_demo(load_models(store_path()))
+demo = build_demo(load_models(store_from_env()))

@@ -50,6 +50,7 @@ INLINE_MAX_BYTES = 64 * 1024
 # batches, which a burst of big uploads must not queue behind.
 PREPARE_THREADS = 2
 DEFAULT_TOP_K = 3
+STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # where the service and the demo read models
 _ORT_WARNING, _ORT_FATAL = 2, 4  # onnxruntime log severities: 2 is its default, 4 shows only fatal errors
 
 
@@ -179,6 +180,11 @@ def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
     except Exception as err:  # one bad model must not stop the others: it is reported instead
         served.error = f"{type(err).__name__}: {err}"
     return served
+
+
+def store_from_env() -> Path:
+    """The store to serve: $MODELS_STORE, else ./models_store."""
+    return Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
 
 
 def load_models(store: Path, on_batch: Callable[[str, int], None] | None = None) -> "ServedModels":

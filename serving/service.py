@@ -20,7 +20,6 @@ import gc
 import io
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,12 +36,11 @@ from serving import timeout
 from serving.errors import InvalidField, ServingError, describe_validation_errors
 from serving.form import Form
 from serving.guard import RequestGuard
-from serving.runtime import DEFAULT_TOP_K, load_models
+from serving.runtime import DEFAULT_TOP_K, load_models, store_from_env
 from serving.tabular import HeartRow
 
 log = logging.getLogger("bentoml.serving")  # under "bentoml", so `bentoml serve` shows it
 
-STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # the store is read when the service starts
 MAX_BODY_BYTES = 20 * 1024 * 1024  # a phone photo, or 1024 CIFAR-sized float32 images in one .npy
 MAX_JSON_BYTES = 64 * 1024         # a heart row is about 250 bytes; nothing sent as JSON needs more
 
@@ -89,7 +87,7 @@ class ModelService:
     """Classifiers, the autoencoder and the heart model of models_store/, one ONNX Runtime session each."""
 
     def __init__(self) -> None:
-        store = Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
+        store = store_from_env()  # read when the service starts
         self.models = load_models(store, on_batch=lambda name, size: BATCH_SIZES.labels(model=name).observe(size))
         for served in self.models.models.values():
             if served.ready:

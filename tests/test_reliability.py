@@ -28,7 +28,8 @@ from starlette.testclient import TestClient
 
 from reliability import faults, training_kills
 from reliability.fuzz import fuzzed_schema, image_fuzz
-from serving.service import MAX_JSON_BYTES, STORE_ENV, ModelService
+from serving.runtime import STORE_ENV
+from serving.service import MAX_JSON_BYTES, ModelService
 from serving_store import HEART_ROW, build_store
 from test_serving import PHOTO_PNG, image_form, serve
 from training.checkpoint import load_checkpoint

@@ -30,8 +30,9 @@ from starlette.testclient import TestClient
 from serving.batching import Batcher
 from serving.errors import BadInput, InvalidField
 from serving.npy import read_npy
-from serving.runtime import INLINE_MAX_BYTES, INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, ServedModels, load_models, validate_heart_row
-from serving.service import MAX_BODY_BYTES, STORE_ENV, ModelService
+from serving.runtime import (INLINE_MAX_BYTES, INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, STORE_ENV, ServedModels,
+                             load_models, validate_heart_row)
+from serving.service import MAX_BODY_BYTES, ModelService
 from serving.tabular import HeartRow, encode_row
 from serving_store import HEART_ROW, HEART_TABULAR, TINY, build_store, expected_provider, heart_net
 from training.build import model_from_checkpoint
