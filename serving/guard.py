@@ -80,21 +80,25 @@ class RequestGuard:
     """The middleware; `uploads` maps each upload endpoint's path to its file field names, `json_routes`
     are the endpoints that take a JSON body (at most `max_json_bytes`). `answers`, called once the app
     has started (the service exists then), gives the handlers that answer upload endpoints' POSTs from
-    the parsed form instead of BentoML."""
+    the parsed form instead of BentoML. Errors under the `own_errors` path prefixes (a mounted app, such
+    as the demo's Gradio, whose page reads its own error format) are passed on as they are."""
 
     def __init__(self, app: Callable[..., Awaitable[None]], max_body_bytes: int,
                  uploads: Mapping[str, frozenset[str]], json_routes: frozenset[str] = frozenset(),
-                 max_json_bytes: int | None = None, answers: Callable[[], Mapping[str, FormHandler]] | None = None):
+                 max_json_bytes: int | None = None, answers: Callable[[], Mapping[str, FormHandler]] | None = None,
+                 own_errors: tuple[str, ...] = ()):
         self.app, self.max_body_bytes, self.uploads = app, max_body_bytes, dict(uploads)
         self.json_routes, self.max_json_bytes = frozenset(json_routes), max_json_bytes or max_body_bytes
         self.answers_when_started, self.answers = answers, {}
+        self.own_errors = tuple(prefix.rstrip("/") + "/" for prefix in own_errors)
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" and self.answers_when_started is not None:
             return await self.app(scope, receive, self._bind_answers_on_start(send))
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        send = self._json_errors(scope, send)
+        if not (scope["path"] + "/").startswith(self.own_errors):  # startswith(()) is False
+            send = self._json_errors(scope, send)
         if scope["method"] in ("POST", "PUT", "PATCH"):
             form = None
             refusal = self._check_headers(scope)

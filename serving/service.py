@@ -41,6 +41,7 @@ from serving.tabular import HeartRow
 
 log = logging.getLogger("bentoml.serving")  # under "bentoml", so `bentoml serve` shows it
 
+UI_PATH = "/ui"  # the demo
 MAX_BODY_BYTES = 20 * 1024 * 1024  # a phone photo, or 1024 CIFAR-sized float32 images in one .npy
 MAX_JSON_BYTES = 64 * 1024         # a heart row is about 250 bytes; nothing sent as JSON needs more
 
@@ -82,7 +83,7 @@ def json_answer(answer: dict[str, Any]) -> JSONResponse:
 # and few enough to keep big /reconstruct uploads bounded in memory.
 @bentoml.service(name="classic-dl", traffic={"timeout": 60}, threads=2)
 @bentoml.asgi_app(http, path="/")
-@bentoml.asgi_app(ui_app(), path="/ui")
+@bentoml.asgi_app(ui_app(), path=UI_PATH)
 class ModelService:
     """Classifiers, the autoencoder and the heart model of models_store/, one ONNX Runtime session each."""
 
@@ -209,4 +210,4 @@ ModelService.add_asgi_middleware(
     uploads={api.route: frozenset(api.input_spec.multipart_fields)
              for api in ModelService.apis.values() if api.input_spec.multipart_fields},
     json_routes=frozenset(api.route for api in ModelService.apis.values() if not api.input_spec.multipart_fields),
-    answers=answered_from_the_guards_parse)
+    answers=answered_from_the_guards_parse, own_errors=(UI_PATH,))

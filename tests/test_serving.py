@@ -704,3 +704,10 @@ def test_heart_is_answered_while_a_batch_is_running(store: Path, monkeypatch: py
         finally:
             release.set()
         assert batch.result(30).status_code == 200
+
+
+def test_the_demo_under_ui_keeps_its_own_error_format(client: TestClient) -> None:
+    ours, gradios = client.get("/no-such-page"), client.get("/ui/gradio_api/no-such-page")
+    assert ours.status_code == gradios.status_code == 404
+    assert "GET /docs" in ours.json()["error"]
+    assert gradios.json() == {"detail": "Not Found"}  # what Gradio's page reads
