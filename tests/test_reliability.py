@@ -14,7 +14,6 @@ import logging
 import shutil
 import sys
 import threading
-import types
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -163,14 +162,16 @@ def test_no_endpoint_reads_a_path_or_fetches_a_url(client: TestClient, tmp_path:
 
 
 def test_demo_binds_to_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from demo import __main__ as demo_main
+    import uvicorn
 
-    launched: dict[str, Any] = {}
-    fake_app = types.ModuleType("demo.app")
-    fake_app.demo = types.SimpleNamespace(launch=lambda **kwargs: launched.update(kwargs))
-    monkeypatch.setitem(sys.modules, "demo.app", fake_app)  # the real one loads every model
+    from demo import __main__ as demo_main
+    from demo import mount
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(mount, "ui_app", lambda: "the demo's app")  # the real one loads every model
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(kwargs, app=app))
     demo_main.main([])
-    assert launched["server_name"] == "127.0.0.1" and launched["share"] is False
+    assert served == {"app": "the demo's app", "host": "127.0.0.1", "port": 7860, "log_level": "warning"}
 
 
 @pytest.mark.parametrize("body, status, word", [
