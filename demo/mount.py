@@ -57,8 +57,8 @@ class NoRemoteFiles:
         body, refusal = await read_body(receive, MAX_EVENT_BYTES)
         if refusal is None:
             refusal = _refusal(body)
-        if refusal is not None:
-            return await send_json(send, refusal[0], {"error": refusal[1]})
+        if refusal is not None:  # in Gradio's error format, which its page reads
+            return await send_json(send, refusal[0], {"detail": refusal[1]})
         await self.app(scope, replay_body(body, receive), send)
 
 

@@ -60,11 +60,21 @@ def test_a_new_run_clears_the_previous_runs_results(fashion_root: Path, tmp_path
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
+    def cleared() -> bool:  # nothing of the last run passes for this one's (training.report, sweeps)
+        return not (list(run_dir.glob("report.*")) or (run_dir / "model.onnx").exists() or list(run_dir.glob("*.png")))
+
     monkeypatch.setattr(run_module, "train_one_epoch", killed)
     with pytest.raises(KeyboardInterrupt):  # the next run is killed in its first epoch
         run_experiment(CFG, _opts(fashion_root, tmp_path))
-    assert not list(run_dir.glob("report.*")) and not (run_dir / "model.onnx").exists()
-    assert not list(run_dir.glob("*.png"))  # nothing of the last run passes for this one's (training.report, sweeps)
+    assert cleared()
+
+    monkeypatch.undo()  # a finished run taken further with --resume --epochs, killed on the way
+    constant = CFG.replace(epochs=1, schedule="constant")
+    run_experiment(constant, _opts(fashion_root, tmp_path))
+    monkeypatch.setattr(run_module, "train_one_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(constant.replace(epochs=2), _opts(fashion_root, tmp_path, resume=True))
+    assert cleared()
 
 
 def test_resume_refuses_a_different_config(fashion_root: Path, tmp_path: Path) -> None:

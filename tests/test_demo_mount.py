@@ -63,5 +63,5 @@ def test_a_file_given_as_a_url_is_refused_before_gradio_fetches_it(http: TestCli
                                                       "session_hash": "x", "event_data": None}),
                        ("/ui/gradio_api/run/reconstruct_upload", {"data": [{"nested": [{**remote, "path": " HTTP://a"}]}]})]:
         answer = http.post(path, json=body)
-        assert answer.status_code == 400 and "URL" in answer.json()["error"], (path, answer.text)
+        assert answer.status_code == 400 and "URL" in answer.json()["detail"], (path, answer.text)
     assert http.post("/ui/gradio_api/call/classify_upload", json={"data": ["digits", None]}).status_code == 200

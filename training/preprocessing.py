@@ -197,8 +197,10 @@ def _shrunk(img: Image.Image) -> Image.Image:
     """`img` with its longer side at most WORKING_SIDE, averaged down (an image that fits is returned as is)."""
     if max(img.size) <= WORKING_SIDE:
         return img
-    if img.mode in ("1", "P", "PA"):  # PIL resizes these by picking pixels, not averaging them
-        img = img.convert("L" if img.mode == "1" else "RGBA")
+    if img.mode in ("P", "PA") or "transparency" in img.info:  # palettes and colour keys do not average
+        img = img.convert("RGBA")
+    elif img.mode == "1":  # resized by picking pixels, not averaging them
+        img = img.convert("L")
     scale = WORKING_SIDE / max(img.size)
     return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BOX)
 

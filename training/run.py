@@ -125,13 +125,14 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
             scheduler.load_state_dict(saved["scheduler"])
         _restore_rng(saved["rng"], gen)
         if world.is_main:  # the checkpoint is the truth: drop metric lines written after it, if any
+            _clear_results(run_dir)  # a finished run taken further (`--epochs N`) is not finished any more
             atomic_write_text(run_dir / METRICS, "".join(_jsonl(r) for r in state["history"]))
-            atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))  # `--epochs N` may have raised its epochs
+            atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
         log.info("resuming %s after epoch %d", cfg.name, state["epoch"])
     elif world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [run_dir / METRICS, *run_dir.glob("report.*"), run_dir / ONNX, *run_dir.glob("*.png")]:
-            stale.unlink(missing_ok=True)  # an earlier run's results must not pass for this one's
+        _clear_results(run_dir)
+        (run_dir / METRICS).unlink(missing_ok=True)
         atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
     # Only rank 0 scores and saves, so only it keeps the average.
     average = average_of(model, cfg.ema_decay) if world.is_main else None
@@ -176,6 +177,12 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
         append_jsonl(run_dir / METRICS, record)
         log.info(_summary_line(cfg, record))
     return scored_model, state, speed
+
+
+def _clear_results(run_dir: Path) -> None:
+    """Delete an earlier run's report, ONNX file and figures: they must not pass for this run's."""
+    for stale in [*run_dir.glob("report.*"), run_dir / ONNX, *run_dir.glob("*.png")]:
+        stale.unlink(missing_ok=True)
 
 
 def _command_summary(commands: list[str]) -> str:

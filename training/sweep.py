@@ -212,8 +212,11 @@ def _finished(path: Path, trial: Trial, settings: Settings) -> bool:
     """Whether `path` holds a result of `trial` as `settings` configure it: a smaller search's does not count."""
     if not path.is_file():
         return False
-    saved = json.loads(path.read_text(encoding="utf-8")).get("configs", [])
-    return [config_from_dict(c) for c in saved] == list(trial.configs(settings.overrides))
+    saved = json.loads(path.read_text(encoding="utf-8")).get("configs", [])  # none in files written before
+    try:
+        return [config_from_dict(c) for c in saved] == list(trial.configs(settings.overrides))
+    except (KeyError, TypeError, ValueError):  # a config of an older registry: run the trial again
+        return False
 
 
 def _init_worker(threads: int, gpus=None) -> None:
