@@ -145,7 +145,7 @@ def reconstruct_tab(models: ServedModels) -> None:
             model = gr.Dropdown([(n, n) for n in names], value=names[0], label="Model",
                                 interactive=len(names) > 1, elem_id="reconstruct-model")
             with gr.Tabs():
-                with gr.Tab("Upload or pick an example", id=UPLOAD):
+                with gr.Tab("Upload or pick an example"):
                     upload = upload_box("Clothing picture", "reconstruct-upload")
                     dataset = views.dataset_of(first)
                     examples([path for path, _ in views.example_files(dataset)], upload,

@@ -9,7 +9,6 @@ training.preprocessing, the module training uses, with each model's ImageSpec fr
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from training.files import sha256_bytes
-from training.preprocessing import DEFAULT_MAX_PIXELS, FORMATS, ImageError, ImageSpec, decode_image, prepare_image
+from training.preprocessing import (DEFAULT_MAX_PIXELS, ImageError, ImageSpec, decode_image, open_image,
+                                    prepare_image)
 from training.store import MODEL_FILE, latest, published_names, read_manifest
 
 from .batching import Batcher
@@ -220,7 +220,7 @@ def _small(image: bytes | Image.Image) -> bool:
     if len(image) > INLINE_MAX_BYTES:
         return False
     try:
-        with Image.open(io.BytesIO(image), formats=FORMATS) as header:
+        with open_image(image) as header:
             return header.width * header.height <= INLINE_MAX_PIXELS
     except Exception:  # PIL raises OSError, SyntaxError, ValueError... for what is not an image
         return True

@@ -52,12 +52,17 @@ class ImageSpec:
         return spec
 
 
+def open_image(data: bytes) -> Image.Image:
+    """`data` opened as one of FORMATS, its header read and its pixels not yet; PIL's errors as they come."""
+    return Image.open(io.BytesIO(data), formats=FORMATS)
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode one of FORMATS (first frame of animations); size is checked before pixels are read."""
     if not data:
         raise ImageError("empty image: the upload has no bytes")
     try:
-        img = Image.open(io.BytesIO(data), formats=FORMATS)
+        img = open_image(data)
         width, height = img.size  # read from the header only
         if width == 0 or height == 0:
             raise ImageError(f"image has zero size ({width}x{height})")
