@@ -178,8 +178,17 @@ def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
         _check_manifest(served.manifest, session)
         served.session = session
     except Exception as err:  # one bad model must not stop the others: it is reported instead
-        served.error = f"{type(err).__name__}: {err}"
+        log.warning("model %s is not ready: %s: %s", name, type(err).__name__, err)
+        served.error = _without_store_path(f"{type(err).__name__}: {err}", store)
     return served
+
+
+def _without_store_path(message: str, store: Path) -> str:
+    """`message` with the store's location on this server cut out of file paths, as clients read it in
+    /models and 503s: "digits/v2/model.onnx" says what is wrong without mapping the server's disk."""
+    for prefix in sorted({str(store.resolve()), str(store.absolute()), str(store)}, key=len, reverse=True):
+        message = message.replace(prefix + os.sep, "")
+    return message
 
 
 def store_from_env() -> Path:

@@ -358,6 +358,19 @@ def test_a_corrupted_model_answers_503_while_the_others_serve(store: Path, tmp_p
         assert client.post("/heart", json=HEART_ROW).status_code == 200
 
 
+def test_a_missing_model_file_is_reported_without_the_servers_paths(store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    model_file = latest(copy, "fashion") / MODEL_FILE
+    model_file.unlink()
+    with serve(copy) as client:
+        error = client.get("/models").json()["models"]["fashion"]["error"]
+        answer = client.post("/classify", **image_form(PHOTO_PNG)).json()["error"]
+    where = model_file.relative_to(copy).as_posix()
+    assert where in error and where in answer
+    assert str(tmp_path) not in error and str(tmp_path) not in answer
+
+
 def test_a_manifest_that_cannot_feed_its_model_is_not_ready(store: Path, tmp_path: Path) -> None:
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
