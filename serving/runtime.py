@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from pydantic import ValidationError
 from training.files import sha256_bytes
 from training.preprocessing import (DEFAULT_MAX_PIXELS, ImageError, ImageSpec, decode_image, open_image,
                                     prepare_image)
-from training.store import MODEL_FILE, latest, published_names, read_manifest
+from training.store import MANIFEST_FILE, MODEL_FILE, latest, published_names, read_manifest
 
 from .batching import Batcher
 from .errors import BadInput, InvalidField, NotReady, UnknownModel, describe_validation_errors
@@ -161,13 +163,41 @@ def _check_manifest(manifest: Mapping[str, Any], session: ort.InferenceSession) 
             raise ValueError(f"input shape {manifest['input']['shape']} does not match the image spec {spec}")
 
 
+# Loaded models by the files they were loaded from: the service and the demo it mounts read the same
+# store in one process, and share one session per model instead of loading each twice. Weak values: a
+# session lives as long as something serves it; a file changed since gets a new entry.
+_loaded: weakref.WeakValueDictionary[tuple, ServedModel] = weakref.WeakValueDictionary()
+_loading = threading.Lock()
+
+
 def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
     """The latest version of `name`, its file verified against the manifest's sha256 before loading.
 
     The bytes that were hashed are the bytes given to ONNX Runtime, so a file swapped after the
     check cannot be loaded unverified. Never raises: a failure is kept as the model's error.
+    Models already loaded in this process from the same unchanged files are shared, not loaded again.
     """
     version_dir = latest(store, name)
+    key = _files_key(version_dir, try_cuda)
+    with _loading:
+        served = _loaded.get(key) if key else None
+        if served is None:
+            served = _load(store, name, version_dir, try_cuda)
+            if key and served.ready:  # a failure is retried by the next load
+                _loaded[key] = served
+    return served
+
+
+def _files_key(version_dir: Path | None, try_cuda: bool) -> tuple | None:
+    """What identifies a version's files on disk (path, inode, size, modification time), or None."""
+    try:
+        stats = [os.stat(version_dir / file) for file in (MANIFEST_FILE, MODEL_FILE)]
+    except (OSError, TypeError):  # no version, or a file missing: nothing to share
+        return None
+    return (str(version_dir.resolve()), try_cuda, *((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats))
+
+
+def _load(store: Path, name: str, version_dir: Path | None, try_cuda: bool) -> ServedModel:
     served = ServedModel(name, version_dir.name if version_dir else None)
     try:
         served.manifest = read_manifest(version_dir)

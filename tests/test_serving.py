@@ -8,6 +8,7 @@ import contextlib
 import gc
 import io
 import json
+import os
 import shutil
 import struct
 import threading
@@ -27,6 +28,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from starlette.testclient import TestClient
 
+from serving import runtime
 from serving.batching import Batcher
 from serving.errors import BadInput, InvalidField
 from serving.npy import read_npy
@@ -621,6 +623,24 @@ def test_runtime_serves_in_process_without_bentoml(store: Path, capfd: pytest.Ca
         models.predict_heart({**HEART_ROW, "Sex": "male"})
     with pytest.raises(InvalidField, match="Age: Field required"):
         validate_heart_row({k: v for k, v in HEART_ROW.items() if k != "Age"})
+
+
+def test_a_process_loads_each_model_file_once(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    sessions: list[Any] = []
+    create = runtime.create_session
+    monkeypatch.setattr(runtime, "create_session", lambda *args: sessions.append(create(*args)) or sessions[-1])
+    demo, service = load_models(copy), load_models(copy)  # as the service's module builds its demo, then starts
+    assert len(sessions) == len(demo.models) == len(published_names(copy))
+    assert all(service.models[name].session is demo.models[name].session for name in demo.models)
+    os.utime(latest(copy, "fashion") / MODEL_FILE, ns=(1, 1))  # the same bytes, but touched: verified again
+    touched = load_models(copy)
+    assert len(sessions) == len(demo.models) + 1 and touched.models["fashion"].session is sessions[-1]
+    del demo, service, touched
+    gc.collect()
+    load_models(copy)  # nothing served them any more: they were let go
+    assert len(sessions) == 2 * len(published_names(copy)) + 1
 
 
 def test_small_images_are_prepared_on_the_event_loop_and_big_ones_by_their_own_threads(
