@@ -25,8 +25,8 @@ from PIL import Image
 
 from training.registry import FASHION_CLASSES, FASHION_FIVE, MNIST_CLASSES
 
-EXAMPLES_DIR = Path(__file__).parent / "examples"
-INDEX_FILE = "examples.json"
+from .views import EXAMPLES_DIR, INDEX_FILE
+
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 PER_CLASS = {"fashion_mnist": 2, "mnist": 1, "cifar10": 1, "greek": 1}  # images per class: a few KB in all
 HEART_ROWS = 4  # test-split rows, both outcomes

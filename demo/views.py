@@ -25,7 +25,8 @@ FLAT_BELOW = 0.05      # a colour input whose values span less than this (of ful
 DEFAULT_NOISE = 0.2    # uniform noise amplitude for the reconstruction tab when a manifest names none
 NOISE_SEED = 0         # the same picture always gets the same noise, so the error can be compared
 EXAMPLES_DIR = Path(__file__).parent / "examples"
-EXAMPLES_INDEX = EXAMPLES_DIR / "examples.json"
+INDEX_FILE = "examples.json"  # written by demo.make_examples
+EXAMPLES_INDEX = EXAMPLES_DIR / INDEX_FILE
 DRAWABLE_FIRST = ("digit", "garment", "photo")  # image layouts, from most to least like a drawing on the canvas
 
 DRAW_SOMETHING = "**Draw something** on the canvas, or upload a picture: there is nothing to classify yet."
@@ -258,7 +259,7 @@ def predict_heart(models: ServedModels, row: Mapping[str, Any]) -> tuple[dict[st
     served = models.models[HEART_MODEL]
     negative, positive = served.labels[:2]
     p = answer["probability"]
-    threshold = float(served.tabular.get("threshold", 0.5))
+    threshold = served.threshold
     rows = served.manifest.get("provenance", {}).get("train_size")
     return ({positive: p, negative: 1 - p},
             f"Estimated probability of heart disease: **{p:.0%}**, so the model answers **{answer['label']}** "

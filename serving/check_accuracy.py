@@ -8,29 +8,20 @@ test split with training.data, so it needs torch, unlike the service itself.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from training.data import load_data
+from training.preprocessing import png_bytes
 from training.registry import config_from_dict
 from training.store import latest, read_manifest
 
 TOLERANCE = 0.001  # 0.1 percentage point
 THREADS = 8        # requests in flight; the service batches them
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """(C, H, W) uint8 -> PNG bytes, greyscale or RGB."""
-    img = Image.fromarray(image[0]) if image.shape[0] == 1 else Image.fromarray(image.transpose(1, 2, 0))
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,6 +128,11 @@ class ServedModel:
     def tabular(self) -> dict[str, Any]:
         return self.manifest["preprocessing"]["tabular"]
 
+    @property
+    def threshold(self) -> float:
+        """A tabular model's probability from which labels[1] is answered (serving.tabular)."""
+        return float(self.tabular.get("threshold", 0.5))
+
     def run(self, inputs: np.ndarray) -> np.ndarray:
         """The graph's one output for float32 `inputs`."""
         name_in, name_out = self.manifest["input"]["name"], self.manifest["output"]["name"]
@@ -375,8 +380,7 @@ class ServedModels:
         if not isinstance(row, HeartRow):
             row = validate_heart_row(row)
         probability = float(served.run(encode_row(row, served.tabular)).reshape(-1)[0])
-        threshold = float(served.tabular.get("threshold", 0.5))
-        return {"probability": probability, "label": served.labels[int(probability >= threshold)],
+        return {"probability": probability, "label": served.labels[int(probability >= served.threshold)],
                 "version": served.version, "provider": served.provider}
 
 

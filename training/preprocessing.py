@@ -57,6 +57,13 @@ def open_image(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data), formats=FORMATS)
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """A (C, H, W) uint8 data-set image as PNG bytes, greyscale or RGB: what a client uploads."""
+    buffer = io.BytesIO()
+    Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode one of FORMATS (first frame of animations); size is checked before pixels are read."""
     if not data:

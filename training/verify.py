@@ -7,28 +7,20 @@ decoded and prepared by the shared preprocessing, run by ONNX Runtime; compare w
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 
 from .data import load_data
 from .files import sha256_file
-from .preprocessing import ImageSpec, decode_image, prepare_image
+from .preprocessing import ImageSpec, decode_image, png_bytes, prepare_image
 from .registry import config_from_dict
 from .store import MODEL_FILE, latest, read_manifest
 
 TOLERANCE = 0.001  # accuracy may differ from the manifest by at most 0.1 point
-
-
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class VerifyError(RuntimeError):
@@ -53,8 +45,7 @@ def verify_published(store: Path, name: str, data_root: Path, batch: int = 500) 
     correct = 0
     for start in range(0, len(images), batch):
         chunk = images[start: start + batch]
-        pixels = np.stack([prepare_image(decode_image(_png(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))),
-                                         spec) for img in chunk])
+        pixels = np.stack([prepare_image(decode_image(png_bytes(img)), spec) for img in chunk])
         (probs,) = session.run(None, {manifest["input"]["name"]: pixels})
         correct += int((probs.argmax(1) == test.labels[start: start + batch].numpy()).sum())
     accuracy = correct / len(images)
