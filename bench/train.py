@@ -18,29 +18,20 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Callable, Iterator
 
 import torch
 
 from bench.report_recipe import COPIES, report_config, report_loader, report_step
 from training.averaging import average_of, scored
-from training.build import model_for, optimizer_for, scheduler_for, seed_everything
+from training.build import model_for, optimizer_for, seed_everything, set_up
 from training.data import DataBundle, load_data
 from training.loop import evaluate, train_one_epoch
 from training.provenance import hardware, utc_now
 from training.registry import ExperimentConfig, get_config
 from training.run import resolve_device
-from training.speed import Speed, choose_speed, prepare
 
 REPORT_EPOCHS = 15  # Report A's schedule: 15 passes over the 4x data
-
-
-class FreshRun(NamedTuple):
-    gen: torch.Generator
-    model: torch.nn.Module
-    speed: Speed
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
 
 
 @dataclasses.dataclass
@@ -59,26 +50,15 @@ class Contender:
     stopped: str = ""
 
 
-def fresh_run(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> FreshRun:
-    """What training.fit sets up for a new run of `cfg` on `device`, with the speed options it would pick, for
-    an image experiment trained from scratch (no `init_from`, `freeze` or table encoding: none is handled)."""
-    gen = seed_everything(cfg, device)
-    model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
-    speed = choose_speed("auto", False, device, model)
-    model = prepare(model, speed)
-    optimizer = optimizer_for(cfg, model)
-    return FreshRun(gen, model, speed, optimizer,
-                    scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size)))
-
-
 def ours(data: DataBundle, device: torch.device) -> Contender:
     cfg = get_config("fashion_cnn")
-    gen, model, speed, optimizer, scheduler = fresh_run(cfg, data, device)
+    run = set_up(cfg, data, device, runs_dir=None, precision="auto", channels_last=None)  # as training.fit's
+    model, speed = run.model, run.speed
     average = average_of(model, cfg.ema_decay)
 
     def chunks() -> Iterator[int]:
         for _ in range(cfg.epochs):
-            yield train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen, speed=speed,
+            yield train_one_epoch(model, data.train, cfg, run.optimizer, run.scheduler, run.gen, speed=speed,
                                   average=average)["examples"]
 
     averaged = f", weights' moving average {cfg.ema_decay:g}" if average is not None else ""

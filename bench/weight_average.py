@@ -1,7 +1,7 @@
 """The weights' moving average against the weights as trained, scored on a validation split after every epoch.
 
     python -m bench.weight_average [NAME] [--decays 0.98 0.99 0.995 0.998] [--validation 0.1667]
-                                   [--epochs N] [--data-root data]
+                                   [--epochs N] [--data-root data] [--runs-dir runs]
 
 Trains NAME's registered recipe (default fashion_cnn) once, as training.fit would on this device, on its
 training split less a held-out `--validation` share, and keeps a moving average of the weights at each
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from bench.train import fresh_run
 from training.averaging import WeightAverage
+from training.build import set_up
 from training.data import load_data
 from training.loop import evaluate, train_one_epoch
 from training.provenance import hardware, utc_now
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-limit", type=int, help="use only the first N training images (smoke runs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data-root", type=Path, default=Path("data"))
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where an `init_from` run is found")
     args = p.parse_args(argv)
 
     if not 0 < args.validation < 1:
@@ -57,10 +58,8 @@ def main(argv: list[str] | None = None) -> None:
                              epochs=args.epochs or registered.epochs)
     device = resolve_device(args.device)
     data = load_data(cfg, args.data_root).to(device)
-    if cfg.init_from or cfg.freeze or data.tabular is not None:  # what fresh_run does not set up
-        p.error(f"{args.name} starts from another run, freezes layers or reads a table: this benchmark trains "
-                "image experiments from scratch only")
-    gen, model, speed, optimizer, scheduler = fresh_run(cfg, data, device)
+    run = set_up(cfg, data, device, args.runs_dir, precision="auto", channels_last=None)  # as training.fit's
+    model, speed = run.model, run.speed
     averages = Averages(model, args.decays)
 
     print(f"{args.name}: {len(data.train):,} training images, {len(data.val):,} held out; {utc_now()}, "
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---:|---:|" + "---:|" * len(args.decays) + "---:|")
     seen, started = 0, time.perf_counter()
     for _ in range(cfg.epochs):
-        seen += train_one_epoch(model, data.train, cfg, optimizer, scheduler, gen, speed=speed,
+        seen += train_one_epoch(model, data.train, cfg, run.optimizer, run.scheduler, run.gen, speed=speed,
                                 average=averages)["examples"]
         scores = [evaluate(m, data.val, cfg, prefix="val_")["val_accuracy"]
                   for m in (model, *(a.model for a in averages.by_decay.values()))]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CHECKPOINT, CheckpointError, load_checkpoint
+from .data import DataBundle
 from .files import sha256_file
 from .models import ImageModel, build_model
 from .registry import BINARY_LOSSES, ExperimentConfig, config_from_dict
+from .speed import Speed, choose_speed, prepare
 from .tabular import missing_inputs
 
 MIN_ONECYCLE_STEPS = 8
@@ -97,3 +101,39 @@ def scheduler_for(cfg: ExperimentConfig, optimizer: torch.optim.Optimizer,
         total = max(cfg.epochs * steps_per_epoch, MIN_ONECYCLE_STEPS)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.25)
     raise ValueError(f"unknown schedule {cfg.schedule!r}; known: constant, onecycle")
+
+
+@dataclass
+class Setup:
+    """What a run trains with, built in the one order every trainer uses (set_up)."""
+
+    gen: torch.Generator  # drives data order and augmentation
+    model: nn.Module      # on its device, in its speed's layout, `init_from` weights copied, `freeze` applied
+    speed: Speed
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    init_from: str | None  # what was copied from `init_from`, as init_from_checkpoint says it
+
+
+def set_up(cfg: ExperimentConfig, data: DataBundle, device: torch.device, runs_dir: Path | None, *,
+           train_size: int | None = None, fresh: bool = True, precision: str = "fp32", compile: bool = False,
+           channels_last: bool | None = False) -> Setup:
+    """Seed, model, speed options (training/speed.py; the defaults train plain fp32), `init_from` weights
+    from the run of that name under `runs_dir`, frozen layers, optimizer and schedule for `train_size`
+    examples an epoch (default: the whole training split).
+
+    `fresh=False` when a checkpoint's weights follow: nothing pretrained is fetched or copied.
+    """
+    gen = seed_everything(cfg, device)
+    model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular, pretrained=fresh).to(device)
+    speed = choose_speed(precision, compile, device, model, channels_last)
+    model = prepare(model, speed)
+    init_from = None
+    if fresh and cfg.init_from:
+        if runs_dir is None:
+            raise ValueError(f"{cfg.name} starts from the run {cfg.init_from!r}: say where runs are (runs_dir)")
+        init_from = init_from_checkpoint(model, Path(runs_dir) / cfg.init_from / CHECKPOINT)
+    freeze(model, cfg.freeze)
+    optimizer = optimizer_for(cfg, model)
+    steps = math.ceil((len(data.train) if train_size is None else train_size) / cfg.batch_size)
+    return Setup(gen, model, speed, optimizer, scheduler_for(cfg, optimizer, steps), init_from)

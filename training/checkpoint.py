@@ -11,6 +11,7 @@ import torch
 from .files import atomic_write_bytes, sha256_bytes
 
 FORMAT = "classic-dl-checkpoint/1"
+CHECKPOINT = "checkpoint.pt"  # in a run's folder; `init_from` names the run whose file it reads
 
 
 class CheckpointError(RuntimeError):

@@ -7,7 +7,6 @@ weights and `freeze`) on the other folds and scores the held-out one.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 
 from .averaging import average_of, scored
-from .build import freeze, init_from_checkpoint, model_for, optimizer_for, scheduler_for, seed_everything
+from .build import set_up
 from .data import DataBundle
 from .loop import evaluate, train_one_epoch
 from .registry import ExperimentConfig
@@ -38,16 +37,11 @@ def run_fold(cfg: ExperimentConfig, data: DataBundle, folds: int, fold: int, run
     parts = fold_indices(len(data.train), folds)
     held = parts[fold]
     train = data.train.subset(torch.cat([p for i, p in enumerate(parts) if i != fold]).to(data.train.labels.device))
-    gen = seed_everything(cfg, device)
-    model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular).to(device)
-    if cfg.init_from:
-        init_from_checkpoint(model, Path(runs_dir) / cfg.init_from / "checkpoint.pt")
-    freeze(model, cfg.freeze)
-    optimizer = optimizer_for(cfg, model)
-    scheduler = scheduler_for(cfg, optimizer, math.ceil(len(train) / cfg.batch_size))
+    setup = set_up(cfg, data, device, runs_dir, train_size=len(train))
+    model = setup.model
     average = average_of(model, cfg.ema_decay)
     for epoch in range(cfg.epochs):
-        train_one_epoch(model, train, cfg, optimizer, scheduler, gen, average=average,
+        train_one_epoch(model, train, cfg, setup.optimizer, setup.scheduler, setup.gen, average=average,
                         desc=f"{cfg.name} fold {fold + 1}/{folds} epoch {epoch + 1}/{cfg.epochs}")
     held_out = data.train.subset(held.to(data.train.labels.device))
     scores = evaluate(scored(model, average), held_out, cfg, prefix="heldout_")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +12,8 @@ from typing import Any
 import torch
 
 from .averaging import average_of, scored
-from .build import freeze, init_from_checkpoint, model_for, optimizer_for, scheduler_for, seed_everything
-from .checkpoint import load_checkpoint, save_checkpoint
+from .build import set_up
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .crossval import cross_validate
 from .data import DataBundle, load_data
 from .distributed import SINGLE, World, join, parallel
@@ -25,12 +24,12 @@ from .loop import as_inputs, evaluate, train_one_epoch
 from .manifest import build_manifest, model_card
 from .provenance import git_commit, hardware, library_versions, utc_now
 from .registry import ExperimentConfig, config_from_dict, config_to_dict
-from .speed import Speed, choose_speed, compiled, prepare
+from .speed import Speed, compiled
 from .store import publish_model
 
 log = logging.getLogger("training")
 
-CHECKPOINT, METRICS, CONFIG, ONNX = "checkpoint.pt", "metrics.jsonl", "config.json", "model.onnx"
+METRICS, CONFIG, ONNX = "metrics.jsonl", "config.json", "model.onnx"
 
 
 class RunError(RuntimeError):
@@ -101,23 +100,18 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
     if world.is_main:  # temp files of writes a kill interrupted (files.atomic_write_*): nobody reads them
         for stale in run_dir.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
-    gen = seed_everything(cfg, device)
-    # Pretrained weights are fetched for a new run only: a resumed one has its own in the checkpoint.
-    model = model_for(cfg, data.input_shape, len(data.class_names), data.tabular,
-                      pretrained=not opts.resume).to(device)
-    speed = choose_speed(opts.precision, opts.compile, device, model, opts.channels_last)
-    model = prepare(model, speed)
-    state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": None, "commands": []}
     if opts.resume:
         saved = load_checkpoint(checkpoint_path, map_location=device)
         _check_same_run(cfg, saved["config"])
+    # Pretrained and `init_from` weights are for a new run only: a resumed one has its own in the checkpoint.
+    setup = set_up(cfg, data, device, opts.runs_dir, fresh=not opts.resume, precision=opts.precision,
+                   compile=opts.compile, channels_last=opts.channels_last)
+    gen, model, speed, optimizer, scheduler = setup.gen, setup.model, setup.speed, setup.optimizer, setup.scheduler
+    state: dict[str, Any] = {"history": [], "epoch": 0, "wall_time_s": 0.0, "init_from": setup.init_from,
+                             "commands": []}
+    if opts.resume:
         state.update({k: saved.get(k, state[k]) for k in state})
-    elif cfg.init_from:
-        state["init_from"] = init_from_checkpoint(model, opts.runs_dir / cfg.init_from / CHECKPOINT)
     state["commands"] = [*state["commands"], opts.command]
-    freeze(model, cfg.freeze)
-    optimizer = optimizer_for(cfg, model)
-    scheduler = scheduler_for(cfg, optimizer, math.ceil(len(data.train) / cfg.batch_size))
     if opts.resume:  # "model" holds the scored weights; with a moving average, "raw_model" those it averages
         model.load_state_dict(saved.get("raw_model", saved["model"]))
         optimizer.load_state_dict(saved["optimizer"])
