@@ -13,8 +13,9 @@ finds body_css unset). tests/test_demo_mount.py checks both routes through a Ben
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import gradio as gr
 from fastapi import FastAPI
@@ -27,17 +28,53 @@ from .ui import LAUNCH_OPTIONS
 MAX_EVENT_BYTES = 1024 * 1024
 
 
-def ui_app(blocks: gr.Blocks | None = None) -> FastAPI:
-    """A FastAPI app serving `blocks` (default: demo.app.demo, built from the store) at its root.
+def ui_app(blocks: gr.Blocks | None = None, started: Callable[[], None] | None = None) -> FastAPI:
+    """A FastAPI app serving `blocks` (default: the demo over the store, demo.app.build) at its root.
 
-    A FastAPI app, not a bare ASGI wrapper: BentoML runs the lifespan (which starts Gradio's queue) only
-    of mounted Starlette apps, so the guard is the app's middleware.
+    The page is built, and its models loaded, when the app starts (its lifespan), not when this is called:
+    BentoML's supervisor process imports the service, and so calls this, but never starts its apps, so it
+    loads no model; a worker builds the page over the sessions its service has loaded (serving.runtime
+    shares them). `started()` is called once the page serves. A FastAPI app, not a bare ASGI wrapper:
+    BentoML runs the lifespan only of mounted Starlette apps, and Gradio's queue starts in it.
     """
-    if blocks is None:
-        from .app import demo as blocks  # builds the page and loads the models: only when asked for
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    page = _Page(blocks, started)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, lifespan=page.lifespan)
     app.add_middleware(NoRemoteFiles)
-    return gr.mount_gradio_app(app, blocks, path="/", **LAUNCH_OPTIONS)
+    app.mount("/", page)
+    return app
+
+
+class _Page:
+    """The Gradio app while the lifespan runs; 503 before it has started.
+
+    One app object may be started by several servers in a process (tests start the service's again and
+    again, one inside another): each start builds its own page, and the latest one still running answers.
+    """
+
+    def __init__(self, blocks: gr.Blocks | None, started: Callable[[], None] | None):
+        self.blocks, self.started = blocks, started
+        self.running: list[FastAPI] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        if self.blocks is None:
+            from .app import build  # the page over the store: only when a server starts
+        blocks = self.blocks or build()
+        app = gr.mount_gradio_app(FastAPI(docs_url=None, redoc_url=None, openapi_url=None), blocks, path="/",
+                                  **LAUNCH_OPTIONS)
+        async with app.router.lifespan_context(app):  # Gradio's own start-up: its queue
+            self.running.append(app)
+            if self.started is not None:
+                self.started()
+            try:
+                yield
+            finally:
+                self.running.remove(app)
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if not self.running:
+            return await send_json(send, 503, {"detail": "the demo is starting"})
+        await self.running[-1](scope, receive, send)
 
 
 class NoRemoteFiles:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
+from demo.mount import ui_app
 from demo.ui import build_demo
 from demo_store import build_demo_store, service_with_demo
-from serving.runtime import load_models
+from serving.runtime import STORE_ENV, load_models
 
 MAX_FILE_BYTES = 10 * 1024 * 1024  # demo.ui.MAX_FILE_SIZE, "10mb"
 
@@ -65,3 +70,27 @@ def test_a_file_given_as_a_url_is_refused_before_gradio_fetches_it(http: TestCli
         answer = http.post(path, json=body)
         assert answer.status_code == 400 and "URL" in answer.json()["detail"], (path, answer.text)
     assert http.post("/ui/gradio_api/call/classify_upload", json={"data": ["digits", None]}).status_code == 200
+
+
+def test_the_page_is_built_when_the_app_starts(tmp_path: Path) -> None:
+    calls: list[str] = []
+    app = ui_app(started=lambda: calls.append("started"))
+    assert TestClient(app).get("/").status_code == 503 and not calls  # not started: no lifespan has run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(STORE_ENV, str(tmp_path / "empty"))  # named after ui_app() was called
+        with TestClient(app) as client:
+            assert calls == ["started"]
+            assert "the store is empty" in client.get("/config").text
+
+
+def test_importing_the_service_loads_no_model(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """BentoML's supervisor imports the service but serves nothing: it must not hold models (on a GPU, a CUDA
+    context each), only the workers that start the apps."""
+    store = build_demo_store(tmp_path_factory.getbasetemp())
+    probe = ("import onnxruntime\n"
+             "def refuse(*args, **kwargs): raise SystemExit('a model was loaded at import')\n"
+             "onnxruntime.InferenceSession = refuse\n"
+             "import serving.service\n")
+    done = subprocess.run([sys.executable, "-c", probe], env={**os.environ, STORE_ENV: str(store)},
+                          cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
