@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     model, speed = run.model, run.speed
     averages = Averages(model, args.decays)
 
-    print(f"{args.name}: {len(data.train):,} training images, {len(data.val):,} held out; {utc_now()}, "
+    print(f"{args.name}: {len(data.train):,} training examples, {len(data.val):,} held out; {utc_now()}, "
           f"{hardware(device)}, {speed.describe()}, {torch.get_num_threads()} threads\n")
     print("| samples | as trained | " + " | ".join(f"average {d:g}" for d in args.decays) + " | seconds |")
     print("|---:|---:|" + "---:|" * len(args.decays) + "---:|")

@@ -4,7 +4,8 @@
     from demo.app import build         # build the page (the service mounts it at /ui through demo.mount)
 
 Building loads the published models onto ONNX Runtime (sharing the sessions the process has already
-loaded); an empty or missing store gives a page that says so.
+loaded); an empty or missing store gives a page that says so. A function, not a module-level `demo`:
+BentoML's supervisor imports the service, which imports this, and must not load models it never serves.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ class _Page:
     """The Gradio app while the lifespan runs; 503 before it has started.
 
     One app object may be started by several servers in a process (tests start the service's again and
-    again, one inside another): each start builds its own page, and the latest one still running answers.
+    again, one inside another): the latest start still running answers. Each start builds its own page
+    unless one was given: a given page is one Gradio app, whose queue stops when any of its servers stops.
     """
 
     def __init__(self, blocks: gr.Blocks | None, started: Callable[[], None] | None):
@@ -73,7 +74,9 @@ class _Page:
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if not self.running:
-            return await send_json(send, 503, {"detail": "the demo is starting"})
+            if scope["type"] == "http":  # anything else (a websocket) is closed unanswered
+                await send_json(send, 503, {"detail": "the demo is starting"})
+            return
         await self.running[-1](scope, receive, send)
 
 

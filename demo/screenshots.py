@@ -128,10 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DOCS)
     args = parser.parse_args(argv)
-    from .app import demo
+    from .app import build
     from .ui import LAUNCH_OPTIONS
 
-    port = free_port()
+    demo, port = build(), free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
     try:
         with tempfile.TemporaryDirectory(prefix="demo-chromium-") as profile:

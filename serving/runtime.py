@@ -184,6 +184,7 @@ def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
     """
     version_dir = latest(store, name)
     key = _files_key(version_dir, try_cuda)
+    key = key and (name, *key)  # one folder reached under two names (a link) is two models
     with _loading:
         served = _loaded.get(key) if key else None
         if served is None:
@@ -194,12 +195,14 @@ def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
 
 
 def _files_key(version_dir: Path | None, try_cuda: bool) -> tuple | None:
-    """What identifies a version's files on disk (path, inode, size, modification time), or None."""
+    """What identifies a version's files on disk, or None. The change time is in it because no one can set
+    it back: a file rewritten in place, modification time restored, is read and verified again."""
     try:
         stats = [os.stat(version_dir / file) for file in (MANIFEST_FILE, MODEL_FILE)]
     except (OSError, TypeError):  # no version, or a file missing: nothing to share
         return None
-    return (str(version_dir.resolve()), try_cuda, *((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats))
+    return (str(version_dir.resolve()), try_cuda,
+            *((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in stats))
 
 
 def _load(store: Path, name: str, version_dir: Path | None, try_cuda: bool) -> ServedModel:

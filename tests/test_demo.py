@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import gradio as gr
+import httpx
 import numpy as np
 import pytest
 import uvicorn
@@ -213,6 +214,17 @@ def test_python_m_demo_serves_the_guarded_app_on_loopback(monkeypatch: pytest.Mo
     main([])
     assert served["host"] == "127.0.0.1" and served["port"] == 7860
     assert NoRemoteFiles in [m.cls for m in served["app"].user_middleware]
+
+
+def test_screenshots_serve_the_demo_over_the_store(monkeypatch: pytest.MonkeyPatch, demo_store: Path,
+                                                   tmp_path: Path) -> None:
+    from demo import screenshots
+
+    pages: list[str] = []
+    monkeypatch.setenv("MODELS_STORE", str(demo_store))
+    monkeypatch.setattr(screenshots, "take", lambda url, out, profile: pages.append(httpx.get(url).text) or [])
+    screenshots.main(["--out", str(tmp_path)])  # the browser's part is the browser tests'
+    assert len(pages) == 1 and "classic-dl demo" in pages[0]
 
 
 def test_examples_are_small_real_test_images() -> None:
