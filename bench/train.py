@@ -24,7 +24,7 @@ import torch
 
 from bench.report_recipe import COPIES, report_config, report_loader, report_step
 from training.averaging import average_of, scored
-from training.build import model_for, optimizer_for, seed_everything, set_up
+from training.build import set_up
 from training.data import DataBundle, load_data
 from training.loop import evaluate, train_one_epoch
 from training.provenance import hardware, utc_now
@@ -52,7 +52,7 @@ class Contender:
 
 def ours(data: DataBundle, device: torch.device) -> Contender:
     cfg = get_config("fashion_cnn")
-    run = set_up(cfg, data, device, runs_dir=None, precision="auto", channels_last=None)  # as training.fit's
+    run = set_up(cfg, data, device, runs_dir=None)  # as training.fit sets up a new run
     model, speed = run.model, run.speed
     average = average_of(model, cfg.ema_decay)
 
@@ -68,9 +68,8 @@ def ours(data: DataBundle, device: torch.device) -> Contender:
 
 def report(data: DataBundle, device: torch.device, chunk_samples: int) -> Contender:
     cfg = report_config()
-    seed_everything(cfg, device)
-    model = model_for(cfg, data.input_shape, len(data.class_names)).to(device)
-    optimizer = optimizer_for(cfg, model)
+    run = set_up(cfg, data, device, runs_dir=None, precision="fp32", channels_last=False)  # as the course ran it
+    model, optimizer = run.model, run.optimizer
     images, labels = data.train.inputs[:, 0].cpu(), data.train.labels.cpu()
 
     def chunks() -> Iterator[int]:

@@ -58,11 +58,11 @@ def main(argv: list[str] | None = None) -> None:
                              epochs=args.epochs or registered.epochs)
     device = resolve_device(args.device)
     data = load_data(cfg, args.data_root).to(device)
-    run = set_up(cfg, data, device, args.runs_dir, precision="auto", channels_last=None)  # as training.fit's
+    run = set_up(cfg, data, device, args.runs_dir)  # as training.fit sets up a new run
     model, speed = run.model, run.speed
     averages = Averages(model, args.decays)
 
-    print(f"{args.name}: {len(data.train):,} training examples, {len(data.val):,} held out; {utc_now()}, "
+    print(f"{args.name}: {len(data.train):,} training images, {len(data.val):,} held out; {utc_now()}, "
           f"{hardware(device)}, {speed.describe()}, {torch.get_num_threads()} threads\n")
     print("| samples | as trained | " + " | ".join(f"average {d:g}" for d in args.decays) + " | seconds |")
     print("|---:|---:|" + "---:|" * len(args.decays) + "---:|")

@@ -58,9 +58,11 @@ class _Page:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        if self.blocks is None:
+        blocks = self.blocks
+        if blocks is None:
             from .app import build  # the page over the store: only when a server starts
-        blocks = self.blocks or build()
+
+            blocks = build()
         app = gr.mount_gradio_app(FastAPI(docs_url=None, redoc_url=None, openapi_url=None), blocks, path="/",
                                   **LAUNCH_OPTIONS)
         async with app.router.lifespan_context(app):  # Gradio's own start-up: its queue

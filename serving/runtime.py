@@ -183,8 +183,7 @@ def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
     Models already loaded in this process from the same unchanged files are shared, not loaded again.
     """
     version_dir = latest(store, name)
-    key = _files_key(version_dir, try_cuda)
-    key = key and (name, *key)  # one folder reached under two names (a link) is two models
+    key = _files_key(name, version_dir, try_cuda)
     with _loading:
         served = _loaded.get(key) if key else None
         if served is None:
@@ -194,14 +193,17 @@ def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
     return served
 
 
-def _files_key(version_dir: Path | None, try_cuda: bool) -> tuple | None:
-    """What identifies a version's files on disk, or None. The change time is in it because no one can set
-    it back: a file rewritten in place, modification time restored, is read and verified again."""
+def _files_key(name: str, version_dir: Path | None, try_cuda: bool) -> tuple | None:
+    """What identifies model `name`'s files on disk, or None. The name is in it because one folder reached
+    under two names (a link) is two models; the change time because no one can set it back: a file
+    rewritten in place, modification time restored, is read and verified again."""
+    if version_dir is None:
+        return None
     try:
         stats = [os.stat(version_dir / file) for file in (MANIFEST_FILE, MODEL_FILE)]
-    except (OSError, TypeError):  # no version, or a file missing: nothing to share
+    except OSError:  # a file missing: nothing to share, and loading says what is wrong
         return None
-    return (str(version_dir.resolve()), try_cuda,
+    return (name, str(version_dir.resolve()), try_cuda,
             *((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in stats))
 
 
@@ -216,7 +218,6 @@ def _load(store: Path, name: str, version_dir: Path | None, try_cuda: bool) -> S
         _check_manifest(served.manifest, session)
         served.session = session
     except Exception as err:  # one bad model must not stop the others: it is reported instead
-        log.warning("model %s is not ready: %s: %s", name, type(err).__name__, err)
         served.error = _without_store_path(f"{type(err).__name__}: {err}", store)
     return served
 

@@ -102,7 +102,7 @@ class ModelService:
             if served.ready:
                 log.info("serving %s %s on %s", served.name, served.version, served.provider)
             else:
-                log.error("not serving %s %s: %s", served.name, served.version, served.error)
+                log.error("not serving %s %s from %s: %s", served.name, served.version, store.resolve(), served.error)
         if not self.models.models:
             log.warning("no models published in %s: train one with python -m training.fit", store.resolve())
 

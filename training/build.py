@@ -116,9 +116,9 @@ class Setup:
 
 
 def set_up(cfg: ExperimentConfig, data: DataBundle, device: torch.device, runs_dir: Path | None, *,
-           train_size: int | None = None, fresh: bool = True, precision: str = "fp32", compile: bool = False,
-           channels_last: bool | None = False) -> Setup:
-    """Seed, model, speed options (training/speed.py; the defaults train plain fp32), `init_from` weights
+           train_size: int | None = None, fresh: bool = True, precision: str = "auto", compile: bool = False,
+           channels_last: bool | None = None) -> Setup:
+    """Seed, model, speed options (training/speed.py; the defaults are training.fit's), `init_from` weights
     from the run of that name under `runs_dir`, frozen layers, optimizer and schedule for `train_size`
     examples an epoch (default: the whole training split).
 
