@@ -1,13 +1,13 @@
 """Serving throughput: our service against the framework ceiling, a naive FastAPI + PyTorch app and ORT in-process.
 
     python -m bench.serve [--duration 10] [--rounds 3] [--concurrency 1 8 32] [--data-root data]
-                          [--provider cpu|cuda] [--before CHECKOUT] [--out runs/bench_serve]
+                          [--provider cpu|cuda] [--before CHECKOUT] [--workers N] [--out runs/bench_serve]
 
-Starts the servers side by side, each one worker: serving.service over models_store/,
+Starts the servers side by side, each one worker unless named otherwise: serving.service over models_store/,
 bench.ceiling_service (BentoML, decode only, constant answer), bench.naive_app (FastAPI + PyTorch
 eager, one request at a time) with PyTorch's default threads and with one thread, and with --before
 the serving.service of another checkout (e.g. `git worktree add /tmp/before HEAD~1`) to measure a
-change. wrk (Debian's `wrk`, bench/multipart.lua) posts one MNIST test digit as a PNG per request to
+change, and with --workers N the same service run by N BentoML workers. wrk (Debian's `wrk`, bench/multipart.lua) posts one MNIST test digit as a PNG per request to
 each /classify at every concurrency, and 256 test digits as an .npy to /classify_batch; ONNX Runtime's
 session.run on batches of 1 and 256 in this process is the compute ceiling. Every round runs every
 scenario once, so drift hits all alike; ratios are taken within a round and their median reported.
@@ -65,7 +65,10 @@ RATIOS = {
     "p99_vs_naive_1t": (("ours", "/classify"), ("naive_1t", "/classify"), "p99_ms", None),
     "classify_vs_before": (("ours", "/classify"), ("before", "/classify"), "requests_per_s", None),
     "batch_vs_before": (("ours", "/classify_batch"), ("before", "/classify_batch"), "images_per_s", None),
+    "classify_workers_vs_one": (("workers", "/classify"), ("ours", "/classify"), "requests_per_s", None),
+    "batch_workers_vs_one": (("workers", "/classify_batch"), ("ours", "/classify_batch"), "images_per_s", None),
 }
+OURS = ("ours", "before", "workers")  # the servers running serving.service: they also answer /classify_batch
 
 
 # -- request bodies
@@ -152,12 +155,12 @@ class Server:
 
 
 # Who answers /classify, by Server name: the row titles of the table.
-TITLES = {"ours": "ours", "before": "ours before (--before)", "ceiling": "framework ceiling (BentoML, decode only)",
+TITLES = {"ours": "ours", "before": "ours before (--before)", "workers": "ours, --workers N", "ceiling": "framework ceiling (BentoML, decode only)",
           "naive": "naive FastAPI + PyTorch", "naive_1t": "naive, 1 torch thread",
           ORT: "ONNX Runtime session.run in-process,"}
 
 
-def servers(out: Path, provider: str, before: Path | None) -> dict[str, Server]:
+def servers(out: Path, provider: str, before: Path | None, workers: int = 0) -> dict[str, Server]:
     """Every server to measure, each on a free port (not started)."""
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     ours = [bentoml, "serve", "serving.service:ModelService"]
@@ -169,6 +172,9 @@ def servers(out: Path, provider: str, before: Path | None) -> dict[str, Server]:
             ("naive_1t", naive, "/openapi.json", {"NAIVE_THREADS": "1"}, ROOT)]
     if before is not None:
         plan.insert(1, ("before", ours, "/readyz", {}, before.resolve()))
+    if workers:
+        overrides = json.dumps({"services": {"classic-dl": {"workers": workers}}})
+        plan.insert(1, ("workers", ours, "/readyz", {"BENTOML_CONFIG_OVERRIDES": overrides}, ROOT))
     made = {}
     for name, argv, ready, extra_env, cwd in plan:
         port = free_port()
@@ -268,7 +274,7 @@ def scenarios(names: list[str], concurrency: list[int], batch_concurrency: int) 
     rows = [Scenario(f"{TITLES[who]} /classify", who, concurrency=c) for c in concurrency for who in names]
     rows.append(Scenario(f"{TITLES['ceiling']} /classify_dict", "ceiling", "/classify_dict", concurrency=max(concurrency)))
     rows += [Scenario(f"{TITLES[who]} /classify_batch", who, "/classify_batch", "batch", batch_concurrency, BATCH_IMAGES)
-             for who in ("ours", "before") if who in names]
+             for who in OURS if who in names]
     rows += [Scenario(f"{TITLES[ORT]} batch {n}", ORT, f"batch {n}", images=n) for n in (1, BATCH_IMAGES)]
     return rows
 
@@ -282,7 +288,7 @@ def check_answers(running: dict[str, Server], bodies: dict[str, tuple[Path, str]
         if answer.status_code != 200 or answer.json().get("label") != "7":
             raise RuntimeError(f"{server.name} /classify answered {answer.status_code}: {answer.text[:300]}")
     path, content_type = bodies["batch"]
-    for server in (s for name, s in running.items() if name in ("ours", "before")):
+    for server in (s for name, s in running.items() if name in OURS):
         answer = httpx.post(server.url + "/classify_batch", content=path.read_bytes(),
                             headers={"Content-Type": content_type}, timeout=60)
         if answer.status_code != 200 or answer.json().get("count") != BATCH_IMAGES:
@@ -429,7 +435,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     session = create_session((latest(ROOT / "models_store", MODEL) / MODEL_FILE).read_bytes(), args.provider == "cuda")
     input_name = session.get_inputs()[0].name
     ort_batches = {n: (digits[:n].astype(np.float32) / 255.0) for n in (1, BATCH_IMAGES)}
-    running = servers(out, args.provider, args.before)
+    running = servers(out, args.provider, args.before, args.workers)
     plan = scenarios(list(running), args.concurrency, args.batch_concurrency)
     try:
         for server in running.values():
@@ -488,6 +494,8 @@ def main() -> None:
                    help="cpu hides any GPU from the servers; cuda lets ORT and the naive app use one")
     p.add_argument("--before", type=Path, metavar="CHECKOUT",
                    help="also measure the serving.service of this checkout (e.g. a git worktree of HEAD~1)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="also measure serving.service run by N BentoML workers (its memory is all N and the supervisor)")
     p.add_argument("--profile", type=float, default=0, metavar="SECONDS",
                    help="after the rounds, py-spy our server this long under /classify and /classify_batch load")
     p.add_argument("--out", type=Path, default=Path("runs/bench_serve"), help="results.json, results.md, logs")

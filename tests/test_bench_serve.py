@@ -14,8 +14,9 @@ from starlette.testclient import TestClient
 from bench.ceiling_service import CeilingService
 from bench.naive_app import create_app, torch_model_from_store
 from bench.serve import (BATCH_IMAGES, DIGIT_PNG, MODEL, ORT, RATIOS, multipart, ratios, render_ratios, report,
-                         scenarios, summarise)
+                         scenarios, servers, summarise)
 from serving.runtime import load_models
+from serving.service import ModelService
 
 STORE = Path(__file__).resolve().parents[1] / "models_store"  # the committed digits model
 
@@ -76,7 +77,8 @@ def test_report_renders_fake_numbers() -> None:
     rows = summarise(rounds)
     assert len(rows) == len(scenarios(names, [1, 32], 1))
     found = ratios(rounds, 32)
-    assert set(found) == set(RATIOS) - {"classify_vs_before", "batch_vs_before"}  # no --before server
+    assert set(found) == set(RATIOS) - {"classify_vs_before", "batch_vs_before",  # no --before server
+                                        "classify_workers_vs_one", "batch_workers_vs_one"}  # nor --workers
     assert all(value > 0 for value in found.values())
     text = report({"date": "2026-01-01T00:00:00+00:00", "machine": "test CPU, 2 cores (CPU)",
                    "provider": "CPUExecutionProvider", "command": "python -m bench.serve", "batch_source": "fake",
@@ -88,3 +90,24 @@ def test_report_renders_fake_numbers() -> None:
 def test_missed_target_says_no() -> None:
     text = render_ratios({"batch_vs_ort": 0.3}, errors=2, top_concurrency=32)
     assert "| 0.30x | >= 0.5x | NO |" in text and "| 2 | 0 | NO |" in text
+
+
+def test_workers_server_is_ours_with_more_workers(tmp_path: Path) -> None:
+    plain = servers(tmp_path, "cpu", None)
+    running = servers(tmp_path, "cpu", None, workers=3)
+    assert "workers" not in plain and set(running) == set(plain) | {"workers"}
+    ours, more = running["ours"], running["workers"]
+    assert more.argv[:-1] == ours.argv[:-1] and more.port != ours.port  # same command, its own --port
+    overrides = json.loads(more.env["BENTOML_CONFIG_OVERRIDES"])
+    assert overrides == {"services": {ModelService.name: {"workers": 3}}}
+    assert "BENTOML_CONFIG_OVERRIDES" not in ours.env
+
+
+def test_workers_rows_and_ratios() -> None:
+    names = ["ours", "workers", "ceiling", "naive", "naive_1t"]
+    plan = scenarios(names, [1, 32], 1)
+    assert [(s.server, s.path) for s in plan if s.body == "batch"] == [("ours", "/classify_batch"),
+                                                                      ("workers", "/classify_batch")]
+    found = ratios(fake_rounds(names), 32)
+    assert {"classify_workers_vs_one", "batch_workers_vs_one"} <= set(found)
+    assert "ours, --workers N /classify (c32) / ours /classify (c32)" in render_ratios(found, 0, 32)
