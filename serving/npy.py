@@ -39,5 +39,8 @@ def read_npy(data: bytes) -> np.ndarray:
     if len(data) - stream.tell() != count * dtype.itemsize:
         raise BadInput(f"the .npy header says shape {shape} of {dtype} ({count * dtype.itemsize} bytes) but "
                        f"{len(data) - stream.tell()} bytes follow it: the file is truncated or padded")
-    flat = np.frombuffer(data, dtype=dtype, count=count, offset=stream.tell())
-    return flat.reshape(shape, order="F" if fortran_order else "C")
+    try:  # numpy's own limits: at most 64 dimensions, and a size that fits an index even with no elements
+        flat = np.frombuffer(data, dtype=dtype, count=count, offset=stream.tell())
+        return flat.reshape(shape, order="F" if fortran_order else "C")
+    except ValueError as err:
+        raise BadInput(f"the .npy header's shape {shape} cannot be an array: {err}") from None

@@ -157,3 +157,22 @@ def test_spec_round_trips_and_rejects_nonsense() -> None:
     assert ImageSpec.from_dict(DIGIT.to_dict()) == DIGIT
     with pytest.raises(ValueError):
         ImageSpec.from_dict({"height": 28, "width": 28, "channels": 2, "layout": "digit"})
+
+
+def test_exif_orientation_turns_the_photo_upright() -> None:
+    photo = np.zeros((32, 32, 3), np.uint8)
+    photo[:8, :, 0] = 255  # a red band on top
+    exif = Image.Exif()
+    exif[0x0112] = 3  # Orientation: stored upside down
+    turned = prepare_image(decode_image(_png(Image.fromarray(photo), exif=exif.tobytes())), PHOTO)
+    upright = prepare_image(decode_image(_png(Image.fromarray(photo[::-1, ::-1].copy()))), PHOTO)
+    np.testing.assert_array_equal(turned, upright)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_a_broken_exif_block_is_ignored(fmt: str) -> None:
+    """PIL reads EXIF lazily, after decoding succeeded: a garbage block must not refuse good pixels."""
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    broken = prepare_image(decode_image(_png(photo, fmt, exif=b"garbage!garbage!", lossless=True)), PHOTO)
+    plain = prepare_image(decode_image(_png(photo, fmt, lossless=True)), PHOTO)
+    np.testing.assert_array_equal(broken, plain)

@@ -198,6 +198,8 @@ def _animated_gif() -> bytes:
     pytest.param(lambda: encode(Image.fromarray(np.full((40, 30), 60000, np.uint16))), id="png-16-bit"),
     pytest.param(lambda: encode(drawing((2000, 1500))), id="large-photo"),
     pytest.param(lambda: encode(Image.new("L", (1, 1), 255)), id="one-pixel"),
+    pytest.param(lambda: encode(drawing(), exif=b"garbage!garbage!"), id="png-broken-exif"),
+    pytest.param(lambda: encode(drawing(), "WEBP", exif=b"garbage!garbage!"), id="webp-broken-exif"),
 ])
 def test_classify_takes_any_common_image(client: TestClient, image: Callable[[], bytes]) -> None:
     response = client.post("/classify", **image_form(image()))
@@ -549,6 +551,10 @@ BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] =
      lambda: batch_form(_npy_claiming((-1, -1, 28, 28))), 400, "negative"),
     ("npy header claiming 785 GB", "POST", "/classify_batch",
      lambda: batch_form(_npy_claiming((10 ** 9, 1, 28, 28))), 400, "truncated"),
+    ("npy header of no elements, one dimension past numpy's index", "POST", "/classify_batch",
+     lambda: batch_form(_npy_claiming((0, 10 ** 30, 28, 28))[:-784]), 400, "shape"),
+    ("npy header of 70 dimensions", "POST", "/classify_batch",
+     lambda: batch_form(_npy_claiming((1,) * 70)[:-783]), 400, "shape"),
     ("npy with NaN", "POST", "/classify_batch",
      lambda: batch_form(npy(np.full((1, 1, 28, 28), np.nan, np.float32))), 400, "NaN"),
     ("npy out of range", "POST", "/classify_batch",

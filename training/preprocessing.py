@@ -180,13 +180,22 @@ def _layout_garment(grey: np.ndarray, height: int, width: int) -> np.ndarray:
     return _paste(canvas, patch, (height - patch.shape[0]) // 2, (width - patch.shape[1]) // 2)
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """`img` turned as its EXIF orientation says (phone photos); a broken EXIF block is ignored, since
+    the pixels themselves decoded fine."""
+    try:
+        return ImageOps.exif_transpose(img) or img
+    except Exception:  # PIL parses EXIF lazily, here: SyntaxError, struct.error, ValueError, KeyError...
+        return img
+
+
 def prepare_image(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     """(C, H, W) float32 in [0, 1], in the form the model was trained on.
 
     An image already in that form (the right size, and for greyscale a dark background) passes
     through unchanged, so official test images score the same over HTTP as offline.
     """
-    pixels = _to_float_rgb_or_grey(_shrunk(ImageOps.exif_transpose(img) or img))
+    pixels = _to_float_rgb_or_grey(_shrunk(_upright(img)))
     if spec.channels == 3:
         rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2)
         if rgb.shape[:2] != (spec.height, spec.width):
