@@ -98,7 +98,7 @@ def table(found: dict[str, Variant]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("name", nargs="?", default="fashion_cnn", help="registered experiment (default: fashion_cnn)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--samples", type=int, default=6000, help="training images per timed pass")

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validation", type=float, default=1 / 6,
                    help="share of the training split held out and scored (default 1/6: 5,000 of fashion's 30,000)")
     p.add_argument("--epochs", type=int, help="default: the experiment's")
-    p.add_argument("--train-limit", type=int, help="use only the first N training images (smoke runs)")
+    p.add_argument("--train-limit", type=int, help="use only N training images, spread over the split (smoke runs)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data-root", type=Path, default=Path("data"))
     p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where an `init_from` run is found")

@@ -225,7 +225,7 @@ def run_trials(trials: int, work: Path, seed: int = 0) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m reliability.training_kills", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m reliability.training_kills", description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=REPO / "runs" / "reliability" / "training")

@@ -213,7 +213,8 @@ def _load(store: Path, name: str, version_dir: Path | None, try_cuda: bool) -> S
         served.manifest = read_manifest(version_dir)
         model = (version_dir / MODEL_FILE).read_bytes()
         if sha256_bytes(model) != served.manifest.get("sha256"):
-            raise ValueError(f"{MODEL_FILE} does not match the sha256 in its manifest (corrupted or replaced)")
+            raise ValueError(f"{version_dir / MODEL_FILE} does not match the sha256 in its manifest "
+                             "(corrupted or replaced)")
         session = create_session(model, try_cuda)
         _check_manifest(served.manifest, session)
         served.session = session

@@ -36,6 +36,14 @@ def test_limits_cut_the_splits(fashion_root: Path) -> None:
     assert (len(bundle.train), len(bundle.test)) == (10, 5)
 
 
+def test_a_limit_spreads_over_a_split_stored_class_by_class() -> None:
+    """An image folder lists its classes one after the other: the first N would all be one class."""
+    split = TensorData(torch.arange(30).reshape(30, 1), torch.arange(3).repeat_interleave(10))
+    assert split.spread(6).labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert split.spread(None) is split and split.spread(30) is split and split.spread(99) is split
+    assert len(set(split.spread(29).inputs.flatten().tolist())) == 29  # no example twice
+
+
 def test_debian_package_files_are_unpacked(tmp_path: Path, monkeypatch) -> None:
     source = write_fashion_mnist(tmp_path / "source") / "FashionMNIST" / "raw"
     debian = tmp_path / "debian"

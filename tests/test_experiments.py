@@ -50,6 +50,9 @@ def test_experiment_end_to_end(name: str, data_root: Path, tmp_path: Path) -> No
         assert (run_dir / file).stat().st_size > 1000, file
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1]
+    text = (run_dir / "report.md").read_text()
+    assert "a smoke run" in text and "beaten" not in text and "not reached" not in text  # cut data: no verdict
+    assert report["speed"] in text  # fp32 or the options taken
     assert report["export_check"]["max_abs_diff"] <= 1e-4
 
     session = ort.InferenceSession(str(run_dir / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -105,6 +108,8 @@ def test_classifier_learns_the_synthetic_classes(fashion_root: Path, tmp_path: P
     report = run_experiment(cfg, RunOptions(data_root=fashion_root, runs_dir=tmp_path, store=tmp_path / "s",
                                             device="cpu", publish=False))
     assert report["metrics"]["test_accuracy"] > 0.6  # chance is 0.2
+    verdict = "**beaten**" if report["metrics"]["test_accuracy"] >= cfg.target else "**not reached**"
+    assert f"Report figure 97.91%: {verdict}" in (tmp_path / "fashion_cnn" / "report.md").read_text()
 
 
 def test_ae_classifier_starts_from_the_autoencoder(fashion_root: Path, tmp_path: Path) -> None:

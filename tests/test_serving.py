@@ -356,6 +356,8 @@ def test_a_corrupted_model_answers_503_while_the_others_serve(store: Path, tmp_p
         assert facts["models"]["fashion"]["ready"] is False and "sha256" in facts["models"]["fashion"]["error"]
         response = client.post("/classify", **image_form(PHOTO_PNG))
         assert response.status_code == 503 and "sha256" in response.json()["error"]
+        where = model_file.relative_to(copy).as_posix()  # which file, without the server's paths
+        assert where in response.json()["error"] and str(tmp_path) not in response.json()["error"]
         assert client.get("/readyz").status_code == 503
         assert client.get("/livez").status_code == 200
         assert client.post("/reconstruct", files={"image": ("x.png", PHOTO_PNG)}).status_code == 200

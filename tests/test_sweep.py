@@ -34,6 +34,8 @@ def test_study_end_to_end(name: str, data_root: Path, tmp_path: Path) -> None:
     assert (folder / "comparison.png").stat().st_size > 1000
     text = (folder / "results.md").read_text()
     assert f"# Study {name}" in text and f"Best: **{summary['best']}**" in text
+    limits = json.loads((folder / "summary.json").read_text())["limits"]
+    assert limits == {"train_limit": 64, "test_limit": 32, "retrain_limit": 64}  # a smoke run, for training.report
     if study.folds:
         assert "cross-validation on the training split" in text
         retrained = json.loads((tmp_path / "runs" / study.retrain / "report.json").read_text())

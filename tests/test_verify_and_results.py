@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from test_experiments import run_tiny
 from training import report, verify
 from training.registry import get_config
@@ -122,3 +123,14 @@ def test_a_study_is_copied_again_only_when_it_changed(tmp_path: Path) -> None:
     assert report.collect_studies(tmp_path / "sweeps", tmp_path / "results") == []
     (study / "results.md").write_text("# Study fashion_epochs\n\nrerun\n")
     assert report.collect_studies(tmp_path / "sweeps", tmp_path / "results") == ["fashion_epochs"]
+
+
+@pytest.mark.parametrize("limits, copied", [({}, True), ({"train_limit": 6000}, True),
+                                            ({"train_limit": 1024, "test_limit": 512}, False),
+                                            ({"retrain_limit": 64}, False)])
+def test_a_smoke_study_is_not_copied(tmp_path: Path, limits: dict, copied: bool) -> None:
+    study = tmp_path / "sweeps" / "fashion_epochs"
+    study.mkdir(parents=True)
+    (study / "results.md").write_text("# Study fashion_epochs\n")
+    (study / "summary.json").write_text(json.dumps({"study": "fashion_epochs", "limits": limits}))
+    assert report.collect_studies(tmp_path / "sweeps", tmp_path / "results") == (["fashion_epochs"] if copied else [])

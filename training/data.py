@@ -64,6 +64,13 @@ class TensorData:
     def subset(self, index: torch.Tensor) -> "TensorData":
         return TensorData(self.inputs[index], self.labels[index])
 
+    def spread(self, n: int | None) -> "TensorData":
+        """`n` examples at even steps through the split (all of it when n is None or not smaller), so a
+        split stored class by class, as an image folder is, still gives every class in proportion."""
+        if n is None or n >= len(self):
+            return self
+        return self.subset(torch.arange(n) * len(self) // n)
+
 
 @dataclass
 class DataBundle:
@@ -321,7 +328,7 @@ def load_data(cfg: ExperimentConfig, root: Path) -> DataBundle:
     if cfg.classes is not None:
         train, test = select_classes(train, cfg.classes), select_classes(test, cfg.classes)
         names = tuple(names[c] for c in cfg.classes)
-    train, val = train.head(cfg.train_limit), None
+    train, val = train.spread(cfg.train_limit), None
     if cfg.validation_split:
         train, val = split_validation(train, cfg.validation_split)
-    return DataBundle(train, test.head(cfg.test_limit), names, bundle.source, val, bundle.tabular, bundle.test_note)
+    return DataBundle(train, test.spread(cfg.test_limit), names, bundle.source, val, bundle.tabular, bundle.test_note)

@@ -159,12 +159,16 @@ def write_report(run_dir: Path, model: nn.Module, data: DataBundle, cfg: Experim
               "parameters": sum(n for *_, n in params)}
     head = metrics.get("test_accuracy", metrics.get("test_mse"))
     verdict = ""
-    if cfg.target is not None and head is not None:
+    if cfg.train_limit is not None or cfg.test_limit is not None:  # --quick and other cut runs
+        verdict = " This run used part of the data (a smoke run): not comparable with the report."
+    elif cfg.target is not None and head is not None:
         beats = head >= cfg.target if cfg.metric == "accuracy" else head <= cfg.target
         verdict = f" Report figure {_pct(cfg.target)}: **{'beaten' if beats else 'not reached'}**."
     lines = [f"# {cfg.name}", "", cfg.description, "",
              f"Report: {cfg.report_figure}.{verdict}", "",
-             f"Epochs {facts['epochs']}, wall time {facts['wall_time_s']:.0f} s on {facts['hardware']}. "
+             f"Epochs {facts['epochs']}, wall time {facts['wall_time_s']:.0f} s on {facts['hardware']}"
+             + (f" ({facts['speed']})" if facts.get("speed") and facts["speed"] not in facts["hardware"] else "")
+             + ". "
              f"Data: {facts['data_source']} ({facts['train_size']:,} train / {facts['test_size']:,} test).",
              "", "## Test set", "", *body, "", "## Training curves", "", *curves, "",
              f"## Parameters ({report['parameters']:,})", "", "| layer | shape | count |", "|---|---|---:|"]

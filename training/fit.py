@@ -55,8 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="torch.compile the training step: compiling costs seconds up front (cached on disk "
                         "afterwards), so it helps only runs long enough to pay that back")
     p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: {QUICK['epochs']} epoch on the first {QUICK['train_limit']} training and "
-                        f"{QUICK['test_limit']} test images; never published")
+                   help=f"smoke run: {QUICK['epochs']} epoch on {QUICK['train_limit']} training and "
+                        f"{QUICK['test_limit']} test images spread over each split (every class); never "
+                        "published; --epochs and the other flags given with it still apply")
     return p
 
 

@@ -41,8 +41,8 @@ class ExperimentConfig:
     task: str = "classify"                 # classify | reconstruct
     dataset: str = "fashion_mnist"
     classes: tuple[int, ...] | None = None  # original labels kept, remapped to 0..k-1 in this order
-    train_limit: int | None = None         # use only the first N training images (smoke runs)
-    test_limit: int | None = None          # use only the first N test images (smoke runs)
+    train_limit: int | None = None         # use only N training images, spread over the split (smoke runs)
+    test_limit: int | None = None          # use only N test images, spread over the split (smoke runs)
     validation_split: float = 0.0          # share of the training images held out and scored every epoch
     heldout_folds: int = 0                 # also report k-fold cross-validation on the training split (0: off)
 

@@ -6,7 +6,8 @@
 Run folders are not committed, so each finished run's summary (the table's fields and headline metrics, no
 per-sample data) is copied into a committed JSON file; the table is rendered from those files alone, and a
 clone without runs/ keeps every measured row. For one experiment the newest measurement wins. Study tables
-(runs/sweeps/NAME/results.md and comparison.png) are copied to docs/results/studies/ and linked.
+(runs/sweeps/NAME/results.md and comparison.png) are copied to docs/results/studies/ and linked, but not
+smoke runs: a run on a cut data set, or a study scored on a cut test split or retrained on a cut one.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def collect_studies(sweeps_dir: Path, results_dir: Path) -> list[str]:
     names = []
     for table in sorted(Path(sweeps_dir).glob("*/results.md")):
         name, out = table.parent.name, Path(results_dir) / "studies"
+        if _smoke_study(table.parent):
+            continue
         text = table.read_text(encoding="utf-8").replace("(comparison.png)", f"({name}.png)")
         plot = table.parent / "comparison.png"
         copies = [(out / f"{name}.md", text.encode("utf-8"))]
@@ -80,6 +83,14 @@ def collect_studies(sweeps_dir: Path, results_dir: Path) -> list[str]:
         if stale:  # a study copied before and unchanged since is not news
             names.append(name)
     return names
+
+
+def _smoke_study(folder: Path) -> bool:
+    """Whether a study's figures come from a cut test split or a cut retrain. A search on fewer training
+    images or epochs still scores on the whole test split (or held-out folds), and its table states it."""
+    summary = folder / "summary.json"
+    limits = json.loads(summary.read_text(encoding="utf-8")).get("limits", {}) if summary.is_file() else {}
+    return "test_limit" in limits or "retrain_limit" in limits
 
 
 def _ours(r: dict[str, Any]) -> str:

@@ -315,6 +315,9 @@ def run_study(study: Study, settings: Settings, jobs: int = 1, max_trials: int |
     rows = [_trial_result(study, t, settings) for t in trials]
     best = max(rows, key=lambda r: r[study.metric])
     summary: dict[str, Any] = {"study": study.name, "metric": study.metric, "rows": rows, "best": best["trial"]}
+    limits = {**{k: settings.overrides.get(k) for k in ("train_limit", "test_limit")},
+              "retrain_limit": settings.retrain_limit}
+    summary["limits"] = {k: v for k, v in limits.items() if v is not None}  # training.report skips smoke runs
     if study.retrain:
         summary["retrained"] = _retrain(study, next(t for t in trials if t.name == best["trial"]), settings)
     write_results(study, summary, Path(settings.out) / study.name, settings.command)
@@ -383,11 +386,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=Path("data"), help="as for training.fit (default: ./data)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--epochs", type=int, help="epochs of every trial, except where epochs are what is studied")
-    p.add_argument("--train-limit", type=int, help="use only the first N training images of every trial")
-    p.add_argument("--test-limit", type=int, help="use only the first N test images of every trial")
+    p.add_argument("--train-limit", type=int, help="use only N training images of every trial, spread over the split")
+    p.add_argument("--test-limit", type=int, help="use only N test images of every trial, spread over the split")
     p.add_argument("--max-trials", type=int, help="run only the first N trials (of a grid, say)")
     p.add_argument("--retrain-limit", type=int,
-                   help="train the retrained best on only the first N training images (default: all; smoke runs)")
+                   help="train the retrained best on only N training images (default: all; smoke runs)")
     return p
 
 

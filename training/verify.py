@@ -55,7 +55,7 @@ def verify_published(store: Path, name: str, data_root: Path, batch: int = 500) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.verify", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.verify", description=__doc__.split("\n\n")[0])
     p.add_argument("name", help="served model name, e.g. fashion")
     p.add_argument("--store", type=Path, default=Path("models_store"))
     p.add_argument("--data-root", type=Path, default=Path("data"))
