@@ -18,6 +18,7 @@ from serving.errors import ServingError
 from serving.runtime import HEART_MODEL, MAX_PIXELS, ServedModel, ServedModels
 from training.preprocessing import ImageError, decode_image, is_blank, prepare_image
 from training.registry import EXPERIMENTS
+from training.tabular import HEART_FEATURES
 
 UNSURE_BELOW = 0.5     # top probability under which the demo says the model is unsure instead of answering
 ENLARGE = 8            # "what the model sees" is shown 8x larger (28 -> 224, 32 -> 256 pixels), pixel for pixel
@@ -235,8 +236,7 @@ def as_image(pixels: np.ndarray) -> Image.Image:
 
 # -- heart
 
-HEART_FIELDS = ("Age", "Sex", "ChestPainType", "RestingBP", "Cholesterol", "FastingBS", "RestingECG", "MaxHR",
-                "ExerciseAngina", "Oldpeak", "ST_Slope")
+HEART_FIELDS = HEART_FEATURES  # the form's fields, in the table's order
 
 
 def heart_status(models: ServedModels) -> str | None:

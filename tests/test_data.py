@@ -56,6 +56,16 @@ def test_debian_package_files_are_unpacked(tmp_path: Path, monkeypatch) -> None:
     assert (tmp_path / "empty-root" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
 
 
+def test_a_damaged_debian_file_leaves_no_partial_or_temp_file(tmp_path: Path) -> None:
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    for name in data_module.FASHION_FILES:
+        (debian / f"{name}.gz").write_bytes(gzip.compress(bytes(5000))[:-20])  # cut short: gunzip fails late
+    with pytest.raises(EOFError):
+        data_module._unpack_debian_fashion(debian, tmp_path / "root")
+    assert list((tmp_path / "root" / "FashionMNIST" / "raw").iterdir()) == []
+
+
 def test_download_is_the_last_resort(tmp_path: Path, monkeypatch) -> None:
     calls = []
 

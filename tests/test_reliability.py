@@ -12,7 +12,6 @@ import http.server
 import json
 import logging
 import shutil
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterator

@@ -32,8 +32,8 @@ from serving import runtime
 from serving.batching import Batcher
 from serving.errors import BadInput, InvalidField
 from serving.npy import read_npy
-from serving.runtime import (INLINE_MAX_BYTES, INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, STORE_ENV, ServedModels,
-                             load_models, validate_heart_row)
+from serving.runtime import (INLINE_MAX_BYTES, INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, STORE_ENV, ServedModel,
+                             ServedModels, load_models, top_labels, validate_heart_row)
 from serving.service import MAX_BODY_BYTES, ModelService
 from serving.tabular import HeartRow, encode_row
 from serving_store import HEART_ROW, HEART_TABULAR, TINY, build_store, expected_provider, heart_net
@@ -752,3 +752,12 @@ def test_the_demo_under_ui_keeps_its_own_error_format(client: TestClient) -> Non
     assert ours.status_code == gradios.status_code == 404
     assert "GET /docs" in ours.json()["error"]
     assert gradios.json() == {"detail": "Not Found"}  # what Gradio's page reads
+
+
+def test_a_binary_graph_with_one_output_answers_the_label_it_means() -> None:
+    """_check_manifest accepts one output for two labels: the probability of the second one."""
+    served = ServedModel("pets", "v1", manifest={"labels": ["cat", "dog"]})
+    (dog, cat) = top_labels(served, np.array([[0.9], [0.25]], np.float32), top_k=2)
+    assert dog["label"] == "dog" and dog["index"] == 1 and dog["top"][0]["probability"] == pytest.approx(0.9)
+    assert cat["label"] == "cat" and [t["label"] for t in cat["top"]] == ["cat", "dog"]
+    assert cat["top"][0]["probability"] == pytest.approx(0.75)

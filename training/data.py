@@ -21,7 +21,7 @@ import torch
 from torchvision import datasets
 
 from . import tabular
-from .files import temp_beside
+from .files import replace_durably, temp_beside
 from .preprocessing import ImageError, ImageSpec, decode_image, prepare_image
 from .registry import FASHION_CLASSES, MNIST_CLASSES, ExperimentConfig
 
@@ -129,9 +129,13 @@ def _unpack_debian_fashion(source: Path, root: Path) -> None:
     raw.mkdir(parents=True, exist_ok=True)
     for name in FASHION_FILES:
         fd, tmp = temp_beside(raw / name)
-        with gzip.open(source / f"{name}.gz", "rb") as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        os.replace(tmp, raw / name)
+        try:
+            with gzip.open(source / f"{name}.gz", "rb") as src, os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            replace_durably(tmp, raw / name)
+        except BaseException:  # a damaged .gz: no half file, and no temp file left behind
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def _download_or_explain(title: str, download: Callable[[Path], None], root: Path, tried: list[str]) -> str:

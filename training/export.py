@@ -15,7 +15,7 @@ from torch import nn
 
 from .build import model_from_checkpoint
 from .checkpoint import load_checkpoint
-from .files import fsync_dir, temp_beside
+from .files import replace_durably, temp_beside
 from .registry import BINARY_LOSSES, ExperimentConfig
 
 INPUT_NAME = "pixels"          # (B, C, H, W) float32 in [0, 1]
@@ -89,8 +89,7 @@ def export_onnx(checkpoint: Path, onnx_path: Path, sample: torch.Tensor | None =
         onnx.checker.check_model(tmp, full_check=True)
         check = compare_with_torch(graph, tmp, _check_inputs(input_shape, sample), cfg.task,
                                    input_name(input_shape))
-        os.replace(tmp, onnx_path)
-        fsync_dir(onnx_path.parent)
+        replace_durably(tmp, onnx_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -47,6 +47,15 @@ def temp_beside(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
+def replace_durably(tmp: str | Path, path: Path) -> None:
+    """Rename a finished temp file (written by someone else: an exporter, gunzip) over `path`, its bytes
+    on disk first: a rename can reach the disk before the data, leaving an empty file after a power cut."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Temp file in the same directory, flush, fsync, rename over the target, fsync the directory."""
     path = Path(path)

@@ -99,6 +99,7 @@ class AutoencoderClassifier(nn.Module):
 
     def __init__(self, input_shape: Shape, num_classes: int, widths: Sequence[int], hidden: int = 256):
         super().__init__()
+        del input_shape  # widths[0] is the flattened image, as in the autoencoder it starts from
         self.encoder = nn.Sequential(nn.Flatten(), _dense_stack(widths))
         self.head = nn.Sequential(nn.Linear(widths[-1], hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
