@@ -17,7 +17,7 @@ from PIL import Image
 from serving.errors import ServingError
 from serving.runtime import HEART_MODEL, MAX_PIXELS, ServedModel, ServedModels
 from training.preprocessing import ImageError, decode_image, is_blank, prepare_image
-from training.registry import EXPERIMENTS
+from training.registry import EXPERIMENTS, beats_target
 from training.tabular import HEART_FEATURES
 
 UNSURE_BELOW = 0.5     # top probability under which the demo says the model is unsure instead of answering
@@ -101,7 +101,7 @@ def about_markdown(served: ServedModel) -> str:
     if m.get("report_figure"):
         target, accuracy = m.get("target"), metrics.get("test_accuracy")
         verdict = "" if target is None or accuracy is None else \
-            " (beaten)" if accuracy >= target else " (not reached yet)"
+            " (beaten)" if beats_target(accuracy, target) else " (not reached yet)"
         lines.append(f"- **Report figure to beat:** {m['report_figure']}{verdict}")
     if served.labels:
         lines.append(f"- **Labels:** {', '.join(served.labels)}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_experiments import run_tiny
 from training import report, verify
-from training.registry import get_config
+from training.registry import beats_target, get_config
 
 
 def test_published_classifier_matches_its_manifest_over_png(fashion_root: Path, tmp_path: Path) -> None:
@@ -134,3 +134,8 @@ def test_a_smoke_study_is_not_copied(tmp_path: Path, limits: dict, copied: bool)
     (study / "results.md").write_text("# Study fashion_epochs\n")
     (study / "summary.json").write_text(json.dumps({"study": "fashion_epochs", "limits": limits}))
     assert report.collect_studies(tmp_path / "sweeps", tmp_path / "results") == (["fashion_epochs"] if copied else [])
+
+
+def test_a_target_is_beaten_upwards_for_accuracy_and_downwards_for_an_error() -> None:
+    assert beats_target(0.9791, 0.9791) and not beats_target(0.9790, 0.9791)
+    assert beats_target(0.009, 0.01, "mse") and not beats_target(0.011, 0.01, "mse")

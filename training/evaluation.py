@@ -16,7 +16,7 @@ from .loop import as_pixels, class_probabilities, predict
 from .metrics import classification_metrics, roc_auc
 from .models import parameter_table
 from .plots import plot_confusion, plot_curves, plot_image_grid, plot_loss_vs_examples, plot_reconstructions
-from .registry import ExperimentConfig
+from .registry import ExperimentConfig, beats_target
 
 GRID_SIZE = 20         # first predictions, first mistakes and random training images shown
 SAMPLE_SEED = 0        # which training images are shown, fixed so runs compare
@@ -162,7 +162,7 @@ def write_report(run_dir: Path, model: nn.Module, data: DataBundle, cfg: Experim
     if cfg.train_limit is not None or cfg.test_limit is not None:  # --quick and other cut runs
         verdict = " This run used part of the data (a smoke run): not comparable with the report."
     elif cfg.target is not None and head is not None:
-        beats = head >= cfg.target if cfg.metric == "accuracy" else head <= cfg.target
+        beats = beats_target(head, cfg.target, cfg.metric)
         verdict = f" Report figure {_pct(cfg.target)}: **{'beaten' if beats else 'not reached'}**."
     lines = [f"# {cfg.name}", "", cfg.description, "",
              f"Report: {cfg.report_figure}.{verdict}", "",

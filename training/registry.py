@@ -87,6 +87,11 @@ class ExperimentConfig:
         return dataclasses.replace(self, **changes)
 
 
+def beats_target(value: float, target: float, metric: str = "accuracy") -> bool:
+    """Whether `value` reaches the report's `target`: at least it for accuracy, at most it for an error (mse)."""
+    return value >= target if metric == "accuracy" else value <= target
+
+
 def _fashion(**kwargs: Any) -> ExperimentConfig:
     return ExperimentConfig(dataset="fashion_mnist", classes=FASHION_FIVE, **kwargs)
 

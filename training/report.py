@@ -19,7 +19,7 @@ from typing import Any
 
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .manifest import headline_metrics
-from .registry import EXPERIMENTS
+from .registry import EXPERIMENTS, beats_target
 from .store import latest, published_names, read_manifest
 
 # What a row needs, as a run's report.json and a published manifest's provenance both name it.
@@ -112,7 +112,7 @@ def _verdict(r: dict[str, Any]) -> str:
     if target is None:
         return "no figure"
     value = m.get("test_accuracy", m.get("test_mse"))
-    if value >= target if r.get("metric", "accuracy") == "accuracy" else value <= target:
+    if beats_target(value, target, r.get("metric", "accuracy")):
         return "beaten"
     return "poor, as expected (note)" if EXPERIMENTS[r["experiment"]].failed_recipe else "**not reached**"
 
