@@ -3,13 +3,14 @@
     python -m bench.serve [--duration 10] [--rounds 3] [--concurrency 1 8 32] [--data-root data]
                           [--provider cpu|cuda] [--before CHECKOUT] [--workers N] [--out runs/bench_serve]
 
-Starts the servers side by side, each one worker unless named otherwise: serving.service over models_store/,
-bench.ceiling_service (BentoML, decode only, constant answer), bench.naive_app (FastAPI + PyTorch
-eager, one request at a time) with PyTorch's default threads and with one thread, and with --before
+Starts the servers side by side, one worker each unless said otherwise: serving.service over
+models_store/, bench.ceiling_service (BentoML, decode only, constant answer), bench.naive_app (FastAPI +
+PyTorch eager, one request at a time) with PyTorch's default threads and with one thread; with --before
 the serving.service of another checkout (e.g. `git worktree add /tmp/before HEAD~1`) to measure a
-change, and with --workers N the same service run by N BentoML workers. wrk (Debian's `wrk`, bench/multipart.lua) posts one MNIST test digit as a PNG per request to
-each /classify at every concurrency, and 256 test digits as an .npy to /classify_batch; ONNX Runtime's
-session.run on batches of 1 and 256 in this process is the compute ceiling. Every round runs every
+change, and with --workers N serving.service again, run by N BentoML workers. wrk (Debian's `wrk`,
+bench/multipart.lua) posts one MNIST test digit as a PNG per request to each /classify at every
+concurrency, and 256 test digits as an .npy to /classify_batch; ONNX Runtime's session.run on batches
+of 1 and 256 in this process is the compute ceiling. Every round runs every
 scenario once, so drift hits all alike; ratios are taken within a round and their median reported.
 Writes results.json and results.md to --out.
 """
@@ -155,8 +156,8 @@ class Server:
 
 
 # Who answers /classify, by Server name: the row titles of the table.
-TITLES = {"ours": "ours", "before": "ours before (--before)", "workers": "ours, --workers N", "ceiling": "framework ceiling (BentoML, decode only)",
-          "naive": "naive FastAPI + PyTorch", "naive_1t": "naive, 1 torch thread",
+TITLES = {"ours": "ours", "before": "ours before (--before)", "workers": "ours, --workers N",
+          "ceiling": "framework ceiling (BentoML, decode only)", "naive": "naive FastAPI + PyTorch", "naive_1t": "naive, 1 torch thread",
           ORT: "ONNX Runtime session.run in-process,"}
 
 

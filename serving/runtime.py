@@ -279,8 +279,6 @@ def top_labels(served: ServedModel, probabilities: np.ndarray, top_k: int) -> li
     """The answer for each row of (N, K) probabilities: best label, its index, the top_k labels with probabilities."""
     # One argsort for the whole batch, then plain Python numbers: a per-row loop over numpy scalars
     # cost 6% of a 256-image /classify_batch request (py-spy, bench.serve).
-    if probabilities.shape[1] == 1:  # a binary graph answers one probability, of the second label
-        probabilities = np.concatenate([1 - probabilities, probabilities], axis=1)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
     best = np.take_along_axis(probabilities, order, axis=1).tolist()
     labels = served.labels
@@ -329,7 +327,10 @@ class ServedModels:
 
     def probabilities(self, name: str, pixels: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities for (N, C, H, W) float32 pixels in [0, 1]: one ONNX Runtime call."""
-        return self.get(name, "/classify").run(np.ascontiguousarray(pixels, dtype=np.float32))
+        out = self.get(name, "/classify").run(np.ascontiguousarray(pixels, dtype=np.float32))
+        if out.shape[1] == 1:  # a binary graph answers one probability, of the second label (_check_manifest)
+            out = np.concatenate([1 - out, out], axis=1)
+        return out
 
     def answer(self, name: str, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
         """POST /classify's answer shape for one image's probabilities."""

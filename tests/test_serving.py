@@ -756,8 +756,15 @@ def test_the_demo_under_ui_keeps_its_own_error_format(client: TestClient) -> Non
 
 def test_a_binary_graph_with_one_output_answers_the_label_it_means() -> None:
     """_check_manifest accepts one output for two labels: the probability of the second one."""
-    served = ServedModel("pets", "v1", manifest={"labels": ["cat", "dog"]})
-    (dog, cat) = top_labels(served, np.array([[0.9], [0.25]], np.float32), top_k=2)
+    class OneOutput:  # the session of such a graph
+        def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [np.array([[0.9], [0.25]], np.float32)[:len(feeds["pixels"])]]
+
+    manifest = {"task": "classify", "labels": ["cat", "dog"], "input": {"name": "pixels"}, "output": {"name": "p"},
+                "preprocessing": {"image": {}}}
+    served = ServedModel("pets", "v1", manifest=manifest, session=OneOutput())
+    probabilities = ServedModels(Path("store"), {"pets": served}).probabilities("pets", np.zeros((2, 1, 28, 28)))
+    (dog, cat) = top_labels(served, probabilities, top_k=2)  # what /classify, /classify_batch and the demo use
     assert dog["label"] == "dog" and dog["index"] == 1 and dog["top"][0]["probability"] == pytest.approx(0.9)
     assert cat["label"] == "cat" and [t["label"] for t in cat["top"]] == ["cat", "dog"]
     assert cat["top"][0]["probability"] == pytest.approx(0.75)
