@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import gradio as gr
 from fastapi import FastAPI
 
-from serving.guard import read_body, replay_body, send_json
+from serving.asgi import read_body, replay_body, send_json
 
 from .ui import LAUNCH_OPTIONS
 

@@ -31,7 +31,14 @@ class NotReady(ServingError):
     status = 503
 
 
+MAX_NAME_CHARS = 100  # a field name quoted back to the client is cut to this many characters
+
+
 def describe_validation_errors(errors: Iterable[dict[str, Any]]) -> str:
-    """'Age: Input should be ...; Extra: Extra inputs are not permitted', from pydantic's error list."""
-    return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'root') or 'body'}: {e.get('msg', 'invalid')}"
-                     for e in errors)
+    """'Age: Input should be ...; Extra: Extra inputs are not permitted', from pydantic's error list (field
+    names a client made up are cut: a JSON body may hold one of 60 KB)."""
+    def where(error: dict[str, Any]) -> str:
+        name = ".".join(str(p) for p in error.get("loc", ()) if p != "root") or "body"
+        return name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "..."
+
+    return "; ".join(f"{where(e)}: {e.get('msg', 'invalid')}" for e in errors)

@@ -2,21 +2,27 @@
 
 serving.guard parses each upload endpoint's body with `parse_form` before BentoML sees it, to refuse
 what BentoML would mishandle (a text value for a file field is fetched as a URL; a binary value for a
-text field crashes it). POST /classify is then answered from this parse (serving.service), without
-BentoML parsing the body a second time into a temporary file.
+text field crashes it). The endpoint is then answered from this parse (serving.service), so what was
+checked is what is answered, and BentoML does not parse the body a second time into a temporary file.
 """
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
+
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from .asgi import echo
 from .errors import BadInput, InvalidField
 
 MAX_FORM_PARTS = 16          # our forms have at most three fields; more is a mistake or an attack
 MAX_TEXT_FIELD_BYTES = 1024  # model names and numbers are short (Starlette fails past 1 MiB, as a 500)
 MAX_TEXT_NESTING = 32        # brackets deep in a text field; none of ours has any
+# Field names are decoded in the charset the Content-Type names, as Starlette does (falling back to Latin-1
+# where they do not decode). Only these are taken, strictly: under UTF-7 "+AGkAbQBhAGcAZQ-" is "image".
+CHARSETS = ("utf-8", "ascii")  # codecs.lookup names
 
 
 @dataclass
@@ -38,6 +44,7 @@ class Form:
     a text field's last; so does this."""
 
     parts: dict[str, Part]
+    all_parts: list[Part] = field(default_factory=list)  # every part, repeated names included, in order
 
     def file(self, name: str) -> bytes | None:
         """The bytes of file field `name`, or None when the form has no such field."""
@@ -57,7 +64,9 @@ class Form:
 def parse_form(body: bytes, content_type: str, uploads: frozenset[str]) -> Form:
     """The form in `body`; BadInput saying why it is refused: the fields named in `uploads` must be files,
     every other field text of at most MAX_TEXT_FIELD_BYTES, and there are at most MAX_FORM_PARTS parts."""
-    boundary = parse_options_header(content_type)[1].get(b"boundary")
+    options = parse_options_header(content_type)[1]
+    charset = _charset(options.get(b"charset", b"utf-8"))
+    boundary = options.get(b"boundary")
     if not boundary:
         raise BadInput("multipart/form-data without a boundary: let your HTTP client build the form")
     headers: list[dict[bytes, bytes]] = []  # each part's headers
@@ -97,11 +106,22 @@ def parse_form(body: bytes, content_type: str, uploads: frozenset[str]) -> Form:
     except FormParserError as err:
         raise BadInput(f"malformed multipart body: {err}") from None
     parts: dict[str, Part] = {}
-    for part_headers, part_chunks in zip(headers, chunks):
-        part = _part(part_headers, part_chunks, uploads)
+    all_parts = [_part(part_headers, part_chunks, uploads, charset) for part_headers, part_chunks in zip(headers, chunks)]
+    for part in all_parts:
         if not (part.is_file and part.name in parts):
             parts[part.name] = part
-    return Form(parts)
+    return Form(parts, all_parts)
+
+
+def _charset(name: bytes) -> str:
+    """The codec of a Content-Type's charset parameter, if it is one of CHARSETS; BadInput otherwise."""
+    try:
+        codec = codecs.lookup(name.decode("latin-1")).name
+    except LookupError:
+        codec = None
+    if codec not in CHARSETS:
+        raise BadInput(f"charset {name.decode('latin-1')[:40]!r} is refused: send the form in UTF-8")
+    return codec
 
 
 def _nested_too_deep(text: bytes) -> bool:
@@ -119,19 +139,24 @@ def _nested_too_deep(text: bytes) -> bool:
     return False
 
 
-def _part(headers: dict[bytes, bytes], chunks: list[memoryview | bytes], uploads: frozenset[str]) -> Part:
+def _part(headers: dict[bytes, bytes], chunks: list[memoryview | bytes], uploads: frozenset[str],
+          charset: str) -> Part:
     disposition = parse_options_header(headers.get(b"content-disposition", b""))[1]
     if b"name" not in disposition:
         raise BadInput("malformed multipart body: a part has no field name in its Content-Disposition")
-    part = Part(disposition[b"name"].decode("utf-8", "replace"), b"filename" in disposition, chunks)
+    try:  # strictly: a name that does not decode would be read otherwise by Starlette (as Latin-1)
+        name = disposition[b"name"].decode(charset)
+    except UnicodeDecodeError:
+        raise BadInput(f"a form field's name is not {charset} text") from None
+    part = Part(name, b"filename" in disposition, chunks)
     if not part.is_file and part.size > MAX_TEXT_FIELD_BYTES:
-        raise BadInput(f"{part.name}: a text field of {part.size} bytes; the limit is {MAX_TEXT_FIELD_BYTES}")
+        raise BadInput(f"{echo(part.name)}: a text field of {part.size} bytes; the limit is {MAX_TEXT_FIELD_BYTES}")
     if not part.is_file and _nested_too_deep(b"".join(part.chunks)):
-        raise BadInput(f"{part.name}: brackets nested more than {MAX_TEXT_NESTING} deep")
+        raise BadInput(f"{echo(part.name)}: brackets nested more than {MAX_TEXT_NESTING} deep")
     if part.name in uploads and not part.is_file:
         raise BadInput(f"{part.name}: send the file itself as a file upload (curl -F '{part.name}=@file'); "
                        "text, paths and URLs are not accepted")
     if part.name not in uploads and part.is_file:
-        raise BadInput(f"{part.name}: must be a plain form field, not a file upload")
+        raise BadInput(f"{echo(part.name)}: must be a plain form field, not a file upload")
     return part
 

@@ -3,14 +3,17 @@
 Before a request reaches BentoML it checks what BentoML would otherwise mishandle:
 - pickle bodies are refused (415) before any parsing;
 - bodies over the size limit are refused (413), from Content-Length or while streaming;
-- upload endpoints take multipart/form-data only (415), each upload field must be a real file part and
-  every other field plain text (400, serving.form): BentoML would otherwise fetch a text value as a
-  URL, or crash on a binary value given for a text field;
-- JSON endpoints refuse form bodies (415: BentoML would parse them as forms, and crash on a malformed
-  one) and bodies over their own, smaller limit (413): a JSON row is far below it.
-An upload endpoint given a handler in `answers` is then answered from that parse: BentoML does not
-parse the body again. After, every 4xx/5xx answer gets the body {"error": "..."}: BentoML's pydantic
-validation errors become 422 naming the fields, its plain-text 404/405/503 pages become JSON.
+- upload endpoints take multipart/form-data only (415), in UTF-8 (a form in another charset names its fields
+  otherwise for Starlette); each upload field must be a real file part and every other field plain text
+  (400, serving.form): BentoML would otherwise fetch a text value as a URL, or crash on a binary value
+  given for a text field;
+- JSON endpoints take Content-Type: application/json only (415: BentoML would parse a form body as a form,
+  and a browser sends text/plain across sites without asking first) and bodies under their own, smaller
+  limit (413): a JSON row is far below it.
+Every upload endpoint given a handler in `answers` is then answered from that parse: BentoML does not
+parse the body again, so what was checked is exactly what is answered. After, every 4xx/5xx answer gets
+the body {"error": "..."}: BentoML's pydantic validation errors become 422 naming the fields, its
+plain-text 404/405/503 pages become JSON, and no answer quotes more than a few words of what the client sent.
 """
 
 from __future__ import annotations
@@ -20,26 +23,18 @@ import logging
 from http import HTTPStatus
 from typing import Any, Awaitable, Callable, Mapping
 
+from python_multipart.multipart import parse_options_header
 from starlette.responses import Response
 
+from .asgi import App, Message, Receive, Send, echo, header, read_body, replay_body, send_json
 from .errors import ServingError, describe_validation_errors
 from .form import Form, parse_form
 
 log = logging.getLogger("bentoml.serving")
 
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 FormHandler = Callable[[Form], Awaitable[Response]]
 
-FORM_TYPES = ("multipart/", "application/x-www-form-urlencoded")  # what BentoML parses as a form
-
-
-def _header(scope: Mapping[str, Any], name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
+JSON_TYPE = b"application/json"
 
 
 def error_body(status: int, body: bytes, content_type: str, scope: Mapping[str, Any]) -> tuple[int, Any]:
@@ -54,26 +49,17 @@ def error_body(status: int, body: bytes, content_type: str, scope: Mapping[str, 
         data = data[0]  # BentoML 1.4 wraps its 4xx errors in a one-element list
     if isinstance(data, dict) and isinstance(data.get("detail"), list):
         if data["detail"] and all(isinstance(d, dict) and "msg" in d for d in data["detail"]):
-            message = describe_validation_errors(data["detail"])
+            message = echo(describe_validation_errors(data["detail"]), 1000)
             invalid_json = all(d.get("type") == "json_invalid" for d in data["detail"])
             return (400 if invalid_json else 422), {"error": message}
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         return status, data
     text = body.decode("utf-8", "replace").strip()
     if status == 404:
-        text = f"no endpoint at {scope.get('path')}: the endpoints are listed at GET /docs"
+        text = f"no endpoint at {echo(scope.get('path', ''))}: the endpoints are listed at GET /docs"
     elif status == 405:
-        text = f"{scope.get('method')} is not allowed on {scope.get('path')}: see GET /docs"
-    return status, {"error": text or HTTPStatus(status).phrase}
-
-
-async def send_json(send: Send, status: int, data: Any, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps(data).encode("utf-8")
-    kept = [(k, v) for k, v in headers if k.lower() not in (b"content-length", b"content-type")]
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*kept, (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+        text = f"{echo(scope.get('method', ''))} is not allowed on {echo(scope.get('path', ''))}: see GET /docs"
+    return status, {"error": echo(text, 1000) or HTTPStatus(status).phrase}
 
 
 class RequestGuard:
@@ -83,7 +69,7 @@ class RequestGuard:
     the parsed form instead of BentoML. Errors under the `own_errors` path prefixes (a mounted app, such
     as the demo's Gradio, whose page reads its own error format) are passed on as they are."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_body_bytes: int,
+    def __init__(self, app: App, max_body_bytes: int,
                  uploads: Mapping[str, frozenset[str]], json_routes: frozenset[str] = frozenset(),
                  max_json_bytes: int | None = None, answers: Callable[[], Mapping[str, FormHandler]] | None = None,
                  own_errors: tuple[str, ...] = ()):
@@ -106,7 +92,7 @@ class RequestGuard:
                 body, refusal = await read_body(receive, self._limit(scope))
             if refusal is None and scope["path"] in self.uploads:
                 try:
-                    form = parse_form(body, _header(scope, b"content-type"), self.uploads[scope["path"]])
+                    form = parse_form(body, header(scope, b"content-type"), self.uploads[scope["path"]])
                 except ServingError as err:
                     refusal = err.status, str(err)
             if refusal is not None:
@@ -139,18 +125,18 @@ class RequestGuard:
         await response(scope, receive, send)
 
     def _check_headers(self, scope: Message) -> tuple[int, str] | None:
-        content_type = _header(scope, b"content-type").lower()
+        content_type = header(scope, b"content-type").lower()
+        shown = echo(content_type) or "no content type"
         if "pickle" in content_type:
-            return 415, f"{content_type} is refused: send JSON, or a multipart form with the file"
-        length, limit = _header(scope, b"content-length"), self._limit(scope)
+            return 415, f"{shown} is refused: send JSON, or a multipart form with the file"
+        length, limit = header(scope, b"content-length"), self._limit(scope)
         if length.isdigit() and int(length) > limit:
             return 413, f"body of {int(length)} bytes is over the limit of {limit} bytes"
-        if scope["path"] in self.json_routes and content_type.startswith(FORM_TYPES):
-            return 415, f"{scope['path']} takes a JSON body: send Content-Type: application/json (got {content_type})"
+        if scope["path"] in self.json_routes and parse_options_header(content_type)[0] != JSON_TYPE:
+            return 415, f"{scope['path']} takes a JSON body: send Content-Type: application/json (got {shown})"
         if scope["path"] in self.uploads and not content_type.startswith("multipart/form-data"):
             fields = ", ".join(sorted(self.uploads[scope["path"]]))
-            return 415, (f"{scope['path']} takes multipart/form-data with the file as {fields} "
-                         f"(got {content_type or 'no content type'})")
+            return 415, f"{scope['path']} takes multipart/form-data with the file as {fields} (got {shown})"
         return None
 
     def _limit(self, scope: Message) -> int:
@@ -176,33 +162,3 @@ class RequestGuard:
             await send_json(send, status, data, start["headers"])
 
         return wrapped
-
-
-async def read_body(receive: Receive, limit: int) -> tuple[bytes, tuple[int, str] | None]:
-    """The whole request body, or (status, reason) when it is over `limit` bytes or the client left."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"", (400, "the client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return b"", (413, f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), None
-
-
-def replay_body(body: bytes, receive: Receive) -> Receive:
-    """A `receive` that hands over the body already read, then defers to the real one (disconnects)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 
+from .asgi import echo
 from .errors import BadInput
 
 _READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -27,8 +29,10 @@ def read_npy(data: bytes) -> np.ndarray:
         if version not in _READERS:
             raise ValueError(f".npy format version {version} is not supported; save with numpy.save")
         shape, fortran_order, dtype = _READERS[version](stream)
-    except ValueError as err:
-        raise BadInput(f"not a readable .npy file: {err}") from err
+    except Exception as err:  # numpy's parser raises ValueError, SyntaxError, tokenize.TokenError, RecursionError
+        raise BadInput(f"not a readable .npy file: {_without_addresses(err)}") from None
+    if not all(type(d) is int for d in shape):  # the header reader lets (True, 28) and the like through
+        raise BadInput(f"the .npy header's shape {echo(str(shape))} is not a tuple of whole numbers")
     if any(d < 0 for d in shape):  # numpy's header reader lets (-1, -1, 28, 28) through
         raise BadInput(f"the .npy header's shape {shape} has a negative dimension")
     if dtype.hasobject or dtype.fields is not None:
@@ -44,3 +48,8 @@ def read_npy(data: bytes) -> np.ndarray:
         return flat.reshape(shape, order="F" if fortran_order else "C")
     except ValueError as err:
         raise BadInput(f"the .npy header's shape {shape} cannot be an array: {err}") from None
+
+
+def _without_addresses(err: Exception) -> str:
+    """numpy's message, cut, without the memory addresses its header parser quotes ("<ast.Call object at 0x7f...>")."""
+    return echo(re.sub(r" object at 0x[0-9a-fA-F]+", " object", str(err)))

@@ -7,32 +7,37 @@ The store is ./models_store, or the folder named by $MODELS_STORE. The Gradio de
 function of serving.runtime and shape the answer; serving.guard answers malformed requests before
 BentoML parses them and turns every error into {"error": "..."}.
 
-POST /classify, the one-image path that takes the traffic, is answered from the guard's own parse of
-the form (ModelService.classify_form): BentoML's second parse of the body, into a temporary file, and
-its request machinery were half of a request's time (py-spy, bench.serve). Its @bentoml.api
-declaration stays, for the OpenAPI schema, Swagger UI and the BentoML client, and answers calls
-made in Python. Skipped with BentoML's request machinery: its X-BentoML-Request-ID and Server headers.
+Upload endpoints (an @bentoml.api with a file field) are answered from the guard's own parse of the form:
+each one's @bentoml.api method reads its files and calls the method of the same name plus UPLOAD_SUFFIX
+with their bytes, and over HTTP the guard calls that method directly (ModelService.answer_form). So what
+the guard checked is what is answered, and BentoML's second parse of the body, into a temporary file,
+with its request machinery (half of a /classify request's time: docs/BENCHMARKS.md#serving) is skipped.
+The @bentoml.api declarations stay, for the OpenAPI schema, Swagger UI and the BentoML client, and answer
+calls made in Python. Skipped with BentoML's request machinery: its X-BentoML-Request-ID and Server headers.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import inspect
 import io
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import bentoml
 import prometheus_client
-from bentoml._internal.configuration.containers import BentoMLContainer
 from fastapi import FastAPI
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from demo.mount import ui_app
-from serving import timeout
+from serving import bentoml_compat
 from serving.errors import InvalidField, ServingError, describe_validation_errors
 from serving.form import Form
 from serving.guard import RequestGuard
@@ -46,10 +51,14 @@ MAX_BODY_BYTES = 20 * 1024 * 1024  # a phone photo, or 1024 CIFAR-sized float32 
 MAX_JSON_BYTES = 64 * 1024         # a heart row is about 250 bytes; nothing sent as JSON needs more
 
 ModelName = Annotated[str, Field(description="a model name listed by GET /models", examples=["fashion"])]
-TopK = Annotated[int, Field(ge=1, le=1000, description="how many labels to return, best first")]
+# strict: a form's "true", "3.0" or "1e3" is not a count (form text is read as JSON first: "3" is 3)
+TopK = Annotated[int, Field(ge=1, le=1000, strict=True, description="how many labels to return, best first")]
 ImageFile = Annotated[Path, Field(description="PNG, JPEG, GIF, BMP or WebP; any size, greyscale or colour")]
 NpyFile = Annotated[Path, Field(description="numpy.save of an (N, C, H, W) uint8 or float32 array in [0, 1]")]
 
+
+UPLOAD_SUFFIX = "_upload"  # ModelService.<api>_upload(**fields as bytes and values) answers upload endpoint <api>
+SYNC_THREADS = 2  # threads per worker for the synchronous endpoints (see @bentoml.service below)
 
 # Images per ONNX Runtime call on /classify, by model: shows the adaptive batching at work in /metrics.
 BATCH_SIZES = prometheus_client.Histogram("classify_onnx_batch_size", "images per shared ONNX Runtime call",
@@ -88,8 +97,9 @@ def started() -> None:
 
 # threads: BentoML runs the synchronous APIs (/heart, /classify_batch, /reconstruct) one at a time by
 # default, so a /heart answer of microseconds waited behind a 1024-image batch; two, for the machine's cores,
-# and few enough to keep big /reconstruct uploads bounded in memory.
-@bentoml.service(name="classic-dl", traffic={"timeout": 60}, threads=2)
+# and few enough to keep big /reconstruct uploads bounded in memory. Answered from the guard's parse, the
+# upload endpoints among them run in as many threads of ModelService.answer_form.
+@bentoml.service(name="classic-dl", traffic={"timeout": 60}, threads=SYNC_THREADS)
 @bentoml.asgi_app(http, path="/")
 @bentoml.asgi_app(ui_app(started=started), path=UI_PATH)
 class ModelService:
@@ -118,26 +128,9 @@ class ModelService:
     @bentoml.api(route="/classify")
     async def classify(self, image: ImageFile, model: ModelName, top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify one image; concurrent requests for a model share ONNX Runtime calls (adaptive batching)."""
-        return await self.classify_image(image.read_bytes(), model, top_k)
+        return await self.classify_upload(image.read_bytes(), model, top_k)
 
-    async def classify_form(self, form: Form) -> JSONResponse:
-        """POST /classify from serving.guard's parse of the form (see the module's docstring)."""
-        try:
-            image = form.file("image")
-            values = {name: form_value(form.text(name)) for name in ClassifyFields.model_fields if name in form.parts}
-            missing = ["image: Field required"] if image is None else []
-            try:
-                fields = ClassifyFields.model_validate(values)
-            except ValidationError as err:
-                raise InvalidField("; ".join([*missing, describe_validation_errors(err.errors())])) from None
-            if missing:
-                raise InvalidField(missing[0])
-        except ServingError as err:
-            return error_response(err)
-        return await self.classify_image(image, fields.model, fields.top_k)
-
-    async def classify_image(self, image: bytes, model: str, top_k: int) -> JSONResponse:
-        """/classify's answer, whichever parse the fields came from."""
+    async def classify_upload(self, image: bytes, model: str, top_k: int) -> Response:
         try:
             return json_answer(await self.models.classify_shared(model, image, top_k))
         except ServingError as err:
@@ -146,16 +139,22 @@ class ModelService:
     @bentoml.api(route="/classify_batch")
     def classify_batch(self, images: NpyFile, model: ModelName, top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify an .npy upload of (N, C, H, W) images already in training form (uint8 or float32 in [0, 1])."""
+        return self.classify_batch_upload(images.read_bytes(), model, top_k)
+
+    def classify_batch_upload(self, images: bytes, model: str, top_k: int) -> Response:
         try:
-            return json_answer(self.models.classify_array(model, images.read_bytes(), top_k))
+            return json_answer(self.models.classify_array(model, images, top_k))
         except ServingError as err:
             return error_response(err)
 
     @bentoml.api(route="/reconstruct")
     def reconstruct(self, image: ImageFile, model: ModelName = "fashion_reconstruction") -> Image.Image:
         """The autoencoder's reconstruction of an image, as a PNG."""
+        return self.reconstruct_upload(image.read_bytes(), model)
+
+    def reconstruct_upload(self, image: bytes, model: str) -> Response:
         try:
-            served, output = self.models.get(model, "/reconstruct"), self.models.reconstruct(model, image.read_bytes())
+            served, output = self.models.get(model, "/reconstruct"), self.models.reconstruct(model, image)
         except ServingError as err:
             return error_response(err)
         png = io.BytesIO()
@@ -171,16 +170,59 @@ class ModelService:
         except ServingError as err:
             return error_response(err)
 
+    async def answer_form(self, api_name: str, form: Form) -> Response:
+        """Upload endpoint `api_name`'s answer from serving.guard's parse of its form (see the module's docstring)."""
+        try:
+            values = UPLOADS[api_name].values(form)
+        except ServingError as err:
+            return error_response(err)
+        answer = functools.partial(getattr(self, api_name + UPLOAD_SUFFIX), **values)
+        if inspect.iscoroutinefunction(answer.func):
+            return await answer()
+        return await anyio.to_thread.run_sync(answer, limiter=self.sync_threads)
 
-def text_fields(api_name: str) -> type[BaseModel]:
-    """The text fields of API `api_name`'s declared input, as a model that validates them as BentoML does;
-    its file fields are left out (BentoML's would write each upload to a temporary file)."""
-    spec = ModelService.apis[api_name].input_spec
-    return create_model(f"{spec.__name__}Text", **{name: (info.annotation, info) for name, info
-                                                    in spec.model_fields.items() if name not in spec.multipart_fields})
+    @functools.cached_property
+    def sync_threads(self) -> anyio.CapacityLimiter:
+        return anyio.CapacityLimiter(SYNC_THREADS)
 
 
-ClassifyFields = text_fields("classify")
+@dataclass(frozen=True)
+class Upload:
+    """An upload endpoint's declared fields: files (read as bytes) and text fields (validated as BentoML would)."""
+
+    files: tuple[str, ...]
+    text: type[BaseModel]
+
+    @classmethod
+    def of(cls, api: Any) -> "Upload":
+        spec, files = bentoml_compat.input_model(api), bentoml_compat.file_fields(api)
+        text = create_model(f"{spec.__name__}Text", **{name: (info.annotation, info) for name, info
+                                                        in spec.model_fields.items() if name not in files})
+        return cls(tuple(sorted(files)), text)
+
+    def values(self, form: Form) -> dict[str, Any]:
+        """The endpoint's arguments from `form`; InvalidField (422) naming every missing or wrong field."""
+        missing = [f"{name}: Field required" for name in self.files if form.file(name) is None]
+        texts = {name: form_value(form.text(name)) for name in self.text.model_fields if name in form.parts}
+        try:
+            fields = self.text.model_validate(texts)
+        except ValidationError as err:
+            raise InvalidField("; ".join([*missing, describe_validation_errors(err.errors())])) from None
+        if missing:
+            raise InvalidField("; ".join(missing))
+        return {**{name: form.file(name) for name in self.files}, **dict(fields)}
+
+
+def _uploads() -> dict[str, Upload]:
+    """Every upload endpoint by API name; each must have its <name>_upload method (a new one fails here)."""
+    uploads = {name: Upload.of(api) for name, api in ModelService.apis.items() if bentoml_compat.file_fields(api)}
+    for name in uploads:
+        if not callable(getattr(ModelService.inner, name + UPLOAD_SUFFIX, None)):
+            raise TypeError(f"upload endpoint {name} needs a method {name}{UPLOAD_SUFFIX} taking its files as bytes")
+    return uploads
+
+
+UPLOADS = _uploads()
 
 
 @http.get("/docs", include_in_schema=False)
@@ -190,28 +232,33 @@ def docs() -> RedirectResponse:
 
 
 def answered_from_the_guards_parse() -> dict[str, Any]:
-    """The endpoints serving.guard answers itself, once the service has started (see the module's docstring).
+    """The upload endpoints serving.guard answers itself, once the service has started (see the module's docstring).
 
     BentoML's CORS middleware runs inside the guard, so with CORS switched on in BentoML's configuration
-    /classify goes through BentoML, whose answers then carry the CORS headers.
+    the uploads go through BentoML, whose answers then carry the CORS headers; the guard's checks (one
+    charset, strictly decoded names) make BentoML's parse of a form the same as the guard's.
     """
-    if BentoMLContainer.http.cors.enabled.get():
+    if bentoml_compat.cors_enabled():
         return {}
-    return {"/classify": bentoml.get_current_service().classify_form}
+    service = bentoml.get_current_service()
+    return {ModelService.apis[name].route: functools.partial(service.answer_form, name) for name in UPLOADS}
 
 
-class _ClientErrorsAreNotServerErrors(logging.Filter):
-    """BentoML logs a traceback for every request its validation refuses; those are the client's, not ours."""
+def metrics_label() -> Any:
+    """Request metrics are labelled with the service's routes; a mounted app's paths count as its mount point."""
+    routes = [api.route for api in ModelService.apis.values()] + list(http.openapi()["paths"]) + \
+        [route.path for route in http.routes if hasattr(route, "path")]  # /docs is not in the schema
+    return bentoml_compat.route_labeller(routes, prefixes=[UI_PATH])
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], ValidationError))
 
-
-logging.getLogger("bentoml._internal.server.http_app").addFilter(_ClientErrorsAreNotServerErrors())
-timeout.install()
+bentoml_compat.check_version()
+bentoml_compat.quiet_validation_tracebacks()
+bentoml_compat.install_timeout()
+bentoml_compat.install_route_labels(metrics_label())
+bentoml_compat.separate_prometheus_dir()
 ModelService.add_asgi_middleware(
     RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_json_bytes=MAX_JSON_BYTES,
-    uploads={api.route: frozenset(api.input_spec.multipart_fields)
-             for api in ModelService.apis.values() if api.input_spec.multipart_fields},
-    json_routes=frozenset(api.route for api in ModelService.apis.values() if not api.input_spec.multipart_fields),
+    uploads={api.route: bentoml_compat.file_fields(api) for api in ModelService.apis.values()
+             if bentoml_compat.file_fields(api)},
+    json_routes=frozenset(api.route for api in ModelService.apis.values() if not bentoml_compat.file_fields(api)),
     answers=answered_from_the_guards_parse, own_errors=(UI_PATH,))

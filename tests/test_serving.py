@@ -260,9 +260,9 @@ def test_concurrent_classify_requests_share_onnx_runtime_calls(client: TestClien
     assert sum(sizes) == 16 and max(sizes) > 1, sizes
 
 
-def test_classify_is_answered_from_the_guards_parse_as_the_declared_api_answers(
+def test_uploads_are_answered_from_the_guards_parse_as_the_declared_apis_answer(
         client: TestClient, store: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """POST /classify skips BentoML's second parse of the body (serving.service's docstring) and
+    """Every upload endpoint skips BentoML's second parse of the body (serving.service's docstring) and
     answers as its @bentoml.api declaration does when called in Python."""
     parsed: list[str] = []
     parse = MultipartSerde.parse_request
@@ -274,7 +274,8 @@ def test_classify_is_answered_from_the_guards_parse_as_the_declared_api_answers(
     monkeypatch.setattr(MultipartSerde, "parse_request", recording)
     over_http = client.post("/classify", **image_form(PHOTO_PNG, top_k="4"))
     assert client.post("/reconstruct", files={"image": ("x.png", PHOTO_PNG)}).status_code == 200
-    assert over_http.status_code == 200 and parsed == ["/reconstruct"]
+    assert client.post("/classify_batch", **batch_form(npy(np.zeros((2, 1, 28, 28), np.uint8)))).status_code == 200
+    assert over_http.status_code == 200 and parsed == []
 
     monkeypatch.setenv(STORE_ENV, str(store))
     image = tmp_path / "photo.png"
@@ -288,7 +289,7 @@ def test_a_bug_behind_classify_is_a_logged_500_in_json(client: TestClient, monke
     async def broken(self: Any, image: bytes, model: str, top_k: int) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(ModelService.inner, "classify_image", broken)
+    monkeypatch.setattr(ModelService.inner, "classify_upload", broken)
     response = client.post("/classify", **image_form(PHOTO_PNG))
     assert response.status_code == 500 and "internal server error" in response.json()["error"]
     assert "RuntimeError: a bug" in caplog.text
@@ -466,6 +467,20 @@ def _nan_tiff() -> bytes:
     return buffer.getvalue()
 
 
+def _form_in(charset: str, name: bytes, value: bytes) -> dict[str, Any]:
+    """A multipart body whose Content-Type names `charset`, with one text part named `name` (raw bytes)."""
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"" + name + b"\"\r\n\r\n" + value + b"\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nfashion_reconstruction\r\n--b--\r\n")
+    return {"content": body, "headers": {"content-type": f"multipart/form-data; charset={charset}; boundary=b"}}
+
+
+def _npy_header(header: bytes) -> bytes:
+    """An .npy file of format 1.0 whose header is `header`, padded as numpy pads it, and 4 bytes of data."""
+    padding = 64 - (10 + len(header) + 1) % 64
+    header += b" " * padding + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + bytes(4)
+
+
 def _npy_claiming(shape: tuple[int, ...]) -> bytes:
     """An .npy header for `shape` of uint8 followed by 784 bytes: a few KB pretending to be hundreds of GB."""
     buffer = io.BytesIO()
@@ -537,6 +552,19 @@ BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] =
      "pickle"),
     ("body over the size limit", "POST", "/classify", lambda: image_form(b"\0" * (MAX_BODY_BYTES + 1)), 413, "limit"),
     ("streamed body over the size limit", "POST", "/classify", _streamed_oversize, 413, "limit"),
+    ("form in UTF-7, naming a text field image", "POST", "/reconstruct",
+     lambda: _form_in("utf-7", b"+AGkAbQBhAGcAZQ-", b"/etc/hostname"), 400, "charset"),
+    ("form in UTF-16 with NUL bytes in a name", "POST", "/classify_batch",
+     lambda: _form_in("utf-16-le", "images".encode("utf-16-le"), b"/etc/hostname"), 400, "charset"),
+    ("form in an unknown charset", "POST", "/classify",
+     lambda: _form_in("x-no-such-charset", b"image", b"/etc/hostname"), 400, "charset"),
+    ("a field name that is not UTF-8", "POST", "/classify", lambda: _form_in("utf-8", b"im\xffage", b"x"), 400,
+     "name"),
+    ("top_k true", "POST", "/classify", lambda: image_form(BLACK_PNG, top_k="true"), 422, "top_k"),
+    ("top_k 3.0", "POST", "/classify", lambda: image_form(BLACK_PNG, top_k="3.0"), 422, "top_k"),
+    ("top_k 1e3", "POST", "/classify", lambda: image_form(BLACK_PNG, top_k="1e3"), 422, "top_k"),
+    ("top_k true to /classify_batch", "POST", "/classify_batch",
+     lambda: batch_form(npy(np.zeros((1, 1, 28, 28), np.uint8)), top_k="true"), 422, "top_k"),
     # /classify_batch
     ("npy of the wrong rank", "POST", "/classify_batch", lambda: batch_form(npy(np.zeros((2, 28, 28), np.uint8))),
      400, "shape"),
@@ -557,6 +585,12 @@ BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] =
      lambda: batch_form(_npy_claiming((0, 10 ** 30, 28, 28))[:-784]), 400, "shape"),
     ("npy header of 70 dimensions", "POST", "/classify_batch",
      lambda: batch_form(_npy_claiming((1,) * 70)[:-783]), 400, "shape"),
+    ("npy header whose shape holds booleans", "POST", "/classify_batch",
+     lambda: batch_form(_npy_claiming((True, 1, 28, 28))[:-783]), 400, "whole numbers"),
+    ("npy header that is not a Python literal", "POST", "/classify_batch",
+     lambda: batch_form(_npy_header(b"-" * 50)), 400, ".npy"),
+    ("npy header of unclosed brackets", "POST", "/classify_batch",
+     lambda: batch_form(_npy_header(b"[" * 5000)), 400, ".npy"),
     ("npy with NaN", "POST", "/classify_batch",
      lambda: batch_form(npy(np.full((1, 1, 28, 28), np.nan, np.float32))), 400, "NaN"),
     ("npy out of range", "POST", "/classify_batch",
@@ -591,6 +625,9 @@ BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] =
     ("heart 2 for 0/1", "POST", HEART, lambda: heart_json(FastingBS=2), 422, "FastingBS"),
     ("heart null", "POST", HEART, lambda: heart_json(RestingBP=None), 422, "RestingBP"),
     ("heart body not json", "POST", HEART, lambda: heart_text('{"Age": 54,'), 400, "JSON"),
+    ("heart as text/plain (a cross-site form may send it)", "POST", HEART,
+     lambda: {"content": ROW_TEXT.encode(), "headers": {"content-type": "text/plain"}}, 415, "application/json"),
+    ("heart with no content type", "POST", HEART, lambda: {"content": ROW_TEXT.encode()}, 415, "application/json"),
     ("heart body a list", "POST", HEART, lambda: {"json": [HEART_ROW]}, 422, "object"),
     ("heart empty body", "POST", HEART, lambda: heart_text(""), 422, "Age"),
     # routing
@@ -606,6 +643,30 @@ def test_bad_input_gets_a_4xx_json_error(client: TestClient, case: str, method: 
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert isinstance(error, str) and word.lower() in error.lower(), error
+
+
+def test_errors_quote_at_most_a_few_words_of_what_the_client_sent(client: TestClient) -> None:
+    long_path = client.get("/" + "a" * 60_000)
+    assert long_path.status_code == 404 and len(long_path.text) < 300, long_path.text[:300]
+    made_up_field = client.post(HEART, json={**HEART_ROW, "x" * 50_000: 1})
+    assert made_up_field.status_code == 422 and len(made_up_field.text) < 1000, made_up_field.text[:300]
+    long_name = client.post("/classify", files={"image": ("x.png", BLACK_PNG), "b" * 5000: (None, "1")},
+                            data={"model": "fashion"})
+    assert long_name.status_code == 400 and len(long_name.text) < 300, long_name.text[:300]
+
+
+@pytest.mark.parametrize("path, form", [("/classify", lambda: image_form(PHOTO_PNG)),
+                                        ("/reconstruct", lambda: {"files": {"image": ("x.png", PHOTO_PNG)}}),
+                                        ("/classify_batch", lambda: batch_form(npy(np.zeros((1, 1, 28, 28), np.uint8))))])
+def test_every_upload_endpoint_reads_the_content_type_alike(client: TestClient, path: str,
+                                                            form: Callable[[], dict[str, Any]]) -> None:
+    request = client.build_request("POST", path, **form())
+    content_type = request.headers["content-type"]
+    for shown in (content_type, content_type.replace("multipart/form-data", "MULTIPART/FORM-DATA"),
+                  content_type + "; charset=UTF-8"):
+        request.headers["content-type"] = shown
+        answer = client.send(request)
+        assert answer.status_code == 200, (shown, answer.text)
 
 
 def test_the_service_is_healthy_after_the_bad_input_corpus(client: TestClient) -> None:

@@ -112,6 +112,23 @@ def test_bentoml_serve_batches_concurrent_requests_and_survives_bad_input(server
     assert "Traceback" not in log and "Failed to create CUDAExecutionProvider" not in log, log[-4000:]
 
 
+def test_made_up_paths_add_no_metric_series(server: Server) -> None:
+    """BentoML labels its request metrics with the path: made-up paths would each add series until a restart."""
+    for i in range(20):
+        assert httpx.get(f"{server.url}/made-up-{i}-{'x' * 2000}").status_code == 404
+        httpx.get(f"{server.url}/ui/gradio_api/made-up-{i}")
+    metrics = httpx.get(server.url + "/metrics").text
+    assert "made-up" not in metrics and len(metrics) < 500_000
+    assert 'endpoint="other"' in metrics and 'endpoint="/ui"' in metrics, metrics[-3000:]
+
+
+def test_each_server_has_its_own_prometheus_folder(server: Server) -> None:
+    """BentoML's default is one folder under $BENTOML_HOME, emptied by every server that starts."""
+    (worker,) = server.workers()
+    folder = Path(worker.environ()["PROMETHEUS_MULTIPROC_DIR"])
+    assert folder.name == f"bentoml-prometheus-{server.process.pid}" and any(folder.iterdir())
+
+
 def test_bentoml_build_packs_a_bento_that_serves_the_store_offline(store: Path, tmp_path: Path) -> None:
     """Build from a copy of the project with the tiny store, with no network, then serve the Bento."""
     project = tmp_path / "project"

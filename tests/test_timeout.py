@@ -1,4 +1,4 @@
-"""serving.timeout: BentoML's request timeout without a timer left behind by every answered request."""
+"""BentoML's request timeout, as serving.bentoml_compat replaces it: no timer left behind per answered request."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import uvloop
 from bentoml._internal.server.http import traffic
 from starlette.responses import PlainTextResponse
 
-from serving import timeout
+from serving import bentoml_compat as compat
 
 REQUEST_STATE: contextvars.ContextVar[Any] = contextvars.ContextVar("request_state")
 
@@ -40,14 +40,14 @@ async def call(middleware_cls: type, app: Any, seconds: float = 60, spans: list 
         return await client.get("/")
 
 
-BENTOML_TIMEOUT = timeout.TimeoutMiddleware.__base__  # traffic.TimeoutMiddleware until install()
+BENTOML_TIMEOUT = compat.TimeoutMiddleware.__base__  # traffic.TimeoutMiddleware until install_timeout()
 
 
 REQUESTS = 300  # more than asyncio lets cancelled timers pile up before it drops them (100, half its heap)
 
 
 @pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])  # uvloop: as served
-@pytest.mark.parametrize("middleware_cls, kept", [(timeout.TimeoutMiddleware, False), (BENTOML_TIMEOUT, True)])
+@pytest.mark.parametrize("middleware_cls, kept", [(compat.TimeoutMiddleware, False), (BENTOML_TIMEOUT, True)])
 def test_answered_requests_leave_nothing_behind(middleware_cls: type, kept: bool, run: Any) -> None:
     """BentoML's own timers stay armed, each keeping its request's context (the span) for the whole
     timeout; ours are cancelled, and the loop lets them go."""
@@ -72,7 +72,7 @@ def test_a_request_with_no_answer_in_time_gets_504() -> None:
     async def slow(scope: dict, receive: Any, send: Any) -> None:
         await asyncio.sleep(10)
 
-    response = asyncio.run(call(timeout.TimeoutMiddleware, slow, seconds=0.05))
+    response = asyncio.run(call(compat.TimeoutMiddleware, slow, seconds=0.05))
     assert response.status_code == 504 and "0.05 seconds" in response.json()["error"]
 
 
@@ -82,12 +82,12 @@ def test_an_app_that_fails_before_answering_fails_at_once() -> None:
         raise RuntimeError("a bug")
 
     with pytest.raises(RuntimeError, match="a bug"):  # not asyncio.TimeoutError from wait_for
-        asyncio.run(asyncio.wait_for(call(timeout.TimeoutMiddleware, broken, seconds=3600), 30))
+        asyncio.run(asyncio.wait_for(call(compat.TimeoutMiddleware, broken, seconds=3600), 30))
 
 
 def test_the_service_is_built_with_it() -> None:
     import serving.service  # noqa: F401  (installs it)
 
-    assert traffic.TimeoutMiddleware is timeout.TimeoutMiddleware
+    assert traffic.TimeoutMiddleware is compat.TimeoutMiddleware
     app = serving.service.ModelService.to_asgi()
-    assert timeout.TimeoutMiddleware in [m.cls for m in app.user_middleware]
+    assert compat.TimeoutMiddleware in [m.cls for m in app.user_middleware]
