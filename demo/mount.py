@@ -14,32 +14,32 @@ finds body_css unset). tests/test_demo_mount.py checks both routes through a Ben
 from __future__ import annotations
 
 import contextlib
-import json
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Callable
 
 import gradio as gr
 from fastapi import FastAPI
 
-from serving.asgi import read_body, replay_body, send_json
+from serving import gradio_compat
+from serving.asgi import send_json
+from serving.ui_guard import CACHE_AGE_S, CACHE_CHECK_S, DemoGuard
 
 from .ui import LAUNCH_OPTIONS
 
-# A Gradio event's JSON body: pictures arrive as references to earlier uploads, never inline.
-MAX_EVENT_BYTES = 1024 * 1024
 
-
-def ui_app(blocks: gr.Blocks | None = None, started: Callable[[], None] | None = None) -> FastAPI:
+def ui_app(blocks: gr.Blocks | None = None, started: Callable[[], Callable[[], None] | None] | None = None) -> FastAPI:
     """A FastAPI app serving `blocks` (default: the demo over the store, demo.app.build) at its root.
 
     The page is built, and its models loaded, when the app starts (its lifespan), not when this is called:
     BentoML's supervisor process imports the service, and so calls this, but never starts its apps, so it
     loads no model; a worker builds the page over the sessions its service has loaded (serving.runtime
-    shares them). `started()` is called once the page serves. A FastAPI app, not a bare ASGI wrapper:
+    shares them). `started()` is called once the page serves; what it returns, if anything, is called when the
+    page stops. A FastAPI app, not a bare ASGI wrapper:
     BentoML runs the lifespan only of mounted Starlette apps, and Gradio's queue starts in it.
     """
+    gradio_compat.check_version()
     page = _Page(blocks, started)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, lifespan=page.lifespan)
-    app.add_middleware(NoRemoteFiles)
+    app.add_middleware(DemoGuard, page=page.blocks_serving)
     app.mount("/", page)
     return app
 
@@ -52,9 +52,9 @@ class _Page:
     unless one was given: a given page is one Gradio app, whose queue stops when any of its servers stops.
     """
 
-    def __init__(self, blocks: gr.Blocks | None, started: Callable[[], None] | None):
+    def __init__(self, blocks: gr.Blocks | None, started: Callable[[], Callable[[], None] | None] | None):
         self.blocks, self.started = blocks, started
-        self.running: list[FastAPI] = []
+        self.running: list[tuple[FastAPI, gr.Blocks]] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
@@ -63,67 +63,27 @@ class _Page:
             from .app import build  # the page over the store: only when a server starts
 
             blocks = build()
+        if blocks.delete_cache is None:  # Blocks' own setting, read when the app is made: see serving.ui_guard
+            blocks.delete_cache = (CACHE_CHECK_S, CACHE_AGE_S)
         app = gr.mount_gradio_app(FastAPI(docs_url=None, redoc_url=None, openapi_url=None), blocks, path="/",
                                   **LAUNCH_OPTIONS)
-        async with app.router.lifespan_context(app):  # Gradio's own start-up: its queue
-            self.running.append(app)
-            if self.started is not None:
-                self.started()
+        async with app.router.lifespan_context(app):  # Gradio's own start-up: its queue and cache cleaning
+            self.running.append((app, blocks))
+            stopping = self.started() if self.started is not None else None
             try:
                 yield
             finally:
-                self.running.remove(app)
+                self.running.remove((app, blocks))
+                if stopping is not None:
+                    stopping()
+
+    def blocks_serving(self) -> gr.Blocks | None:
+        """The Gradio app answering now, or None before the page has started."""
+        return self.running[-1][1] if self.running else None
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if not self.running:
             if scope["type"] == "http":  # anything else (a websocket) is closed unanswered
                 await send_json(send, 503, {"detail": "the demo is starting"})
             return
-        await self.running[-1](scope, receive, send)
-
-
-class NoRemoteFiles:
-    """Refuses (400) a Gradio event that gives a file input as a URL.
-
-    Gradio downloads such a file on the server, any size, to disk (processing_utils.async_move_files_to_cache
-    in gradio 6.31, with no setting to turn it off); our service fetches nothing a client names. The page
-    itself sends files as uploads, whose paths are the server's own.
-    """
-
-    def __init__(self, app: Callable[..., Awaitable[None]]):
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or not _is_json(scope):
-            return await self.app(scope, receive, send)
-        body, refusal = await read_body(receive, MAX_EVENT_BYTES)
-        if refusal is None:
-            refusal = _refusal(body)
-        if refusal is not None:  # in Gradio's error format, which its page reads
-            return await send_json(send, refusal[0], {"detail": refusal[1]})
-        await self.app(scope, replay_body(body, receive), send)
-
-
-def _is_json(scope: dict[str, Any]) -> bool:
-    return any(k == b"content-type" and b"json" in v.lower() for k, v in scope["headers"])
-
-
-def _refusal(body: bytes) -> tuple[int, str] | None:
-    """(400, why) when the JSON in `body` holds a file reference ({"path": ...}) whose path is an http(s) URL."""
-    try:
-        data = json.loads(body)
-    except RecursionError:
-        return 400, "JSON nested too deep"
-    except ValueError:
-        return None  # not JSON after all: Gradio answers it
-    stack = [data]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            path = value.get("path")
-            if isinstance(path, str) and path.lstrip().lower().startswith(("http://", "https://")):
-                return 400, "a file given as a URL is refused: upload the file itself"
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return None
+        await self.running[-1][0](scope, receive, send)

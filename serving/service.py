@@ -18,6 +18,7 @@ calls made in Python. Skipped with BentoML's request machinery: its X-BentoML-Re
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import inspect
@@ -26,7 +27,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import anyio
 import bentoml
@@ -43,6 +44,7 @@ from serving.form import Form
 from serving.guard import RequestGuard
 from serving.runtime import DEFAULT_TOP_K, load_models, store_from_env
 from serving.tabular import HeartRow
+from serving.watchdog import Watchdog, stall_limit
 
 log = logging.getLogger("bentoml.serving")  # under "bentoml", so `bentoml serve` shows it
 
@@ -87,12 +89,14 @@ def json_answer(answer: dict[str, Any]) -> JSONResponse:
     return JSONResponse(answer)
 
 
-def started() -> None:
-    """Called once the demo serves: a worker builds it after creating the service, so start-up is done."""
+def started() -> Callable[[], None]:
+    """Called once the demo serves: a worker builds it after creating the service, so start-up is done.
+    Returns what to call when the worker stops."""
     # What start-up loaded (ONNX sessions, the Gradio demo, BentoML's app) lives as long as the process:
-    # moved out of the cyclic GC's reach, its full collections stop scanning it. On an idle 2-core Xeon
-    # this cut /classify's p99 from 172 to 68 ms at 1 connection and 314 to 197 ms at 32 (bench.serve).
+    # moved out of the cyclic GC's reach, its full collections stop scanning it (p99 figures:
+    # docs/BENCHMARKS.md#serving).
     gc.freeze()
+    return Watchdog(asyncio.get_running_loop(), stall_limit()).start().stop
 
 
 # threads: BentoML runs the synchronous APIs (/heart, /classify_batch, /reconstruct) one at a time by

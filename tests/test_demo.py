@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from demo import views
-from demo.mount import NoRemoteFiles
+from serving.ui_guard import DemoGuard
 from demo.screenshots import free_port
 from demo.ui import LAUNCH_OPTIONS, build_demo
 from demo_store import build_demo_store, digit_drawing, garment, png
@@ -213,7 +213,7 @@ def test_python_m_demo_serves_the_guarded_app_on_loopback(monkeypatch: pytest.Mo
 
     main([])
     assert served["host"] == "127.0.0.1" and served["port"] == 7860
-    assert NoRemoteFiles in [m.cls for m in served["app"].user_middleware]
+    assert DemoGuard in [m.cls for m in served["app"].user_middleware]
 
 
 def test_screenshots_serve_the_demo_over_the_store(monkeypatch: pytest.MonkeyPatch, demo_store: Path,
