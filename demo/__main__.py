@@ -15,7 +15,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import uvicorn
 
-    from .mount import ui_app  # the page and its API as the service mounts them, URL inputs refused
+    from serving import http_limits
+
+    from .mount import ui_app  # the page and its API as the service mounts them, behind serving.ui_guard
+
+    http_limits.install()  # the service's limits on request heads
 
     print(f"The demo: http://{args.host}:{args.port}/")
     uvicorn.run(ui_app(), host=args.host, port=args.port, log_level="warning")

@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from demo.mount import ui_app
-from serving import bentoml_compat
+from serving import bentoml_compat, http_limits
 from serving.errors import InvalidField, ServingError, describe_validation_errors
 from serving.form import Form
 from serving.guard import RequestGuard
@@ -260,6 +260,7 @@ bentoml_compat.quiet_validation_tracebacks()
 bentoml_compat.install_timeout()
 bentoml_compat.install_route_labels(metrics_label())
 bentoml_compat.separate_prometheus_dir()
+http_limits.install()  # request heads limited in size, field count and time, before the worker builds uvicorn
 ModelService.add_asgi_middleware(
     RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_json_bytes=MAX_JSON_BYTES,
     uploads={api.route: bentoml_compat.file_fields(api) for api in ModelService.apis.values()

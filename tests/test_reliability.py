@@ -24,7 +24,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from starlette.testclient import TestClient
 
-from reliability import faults, training_kills
+from reliability import adversarial, faults, training_kills
 from reliability.fuzz import fuzzed_schema, image_fuzz
 from serving.runtime import STORE_ENV
 from serving.service import MAX_JSON_BYTES, ModelService
@@ -171,6 +171,7 @@ def test_demo_binds_to_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(kwargs, app=app))
     demo_main.main([])
     assert served == {"app": "the demo's app", "host": "127.0.0.1", "port": 7860, "log_level": "warning"}
+    assert "http_limits" in uvicorn.config.HTTP_PROTOCOLS["auto"]  # the service's limits on request heads
 
 
 @pytest.mark.parametrize("body, status, word", [
@@ -236,6 +237,14 @@ def test_publishing_under_load_fails_no_request_and_is_served_after_a_restart(st
         assert latest(copy, "fashion").name == "v2"
     with serve(copy) as c:
         assert c.post("/classify", **image_form(PHOTO_PNG)).json()["version"] == "v2"
+
+
+# -- an attacker's probe of `bentoml serve` (the long version: python -m reliability adversarial)
+
+
+def test_no_file_the_demo_did_not_receive_is_read_through_it(store: Path, tmp_path: Path) -> None:
+    result = adversarial.demo_files(store, tmp_path)
+    assert result["passed"], result
 
 
 # -- signals to `bentoml serve`, and a killed training run
