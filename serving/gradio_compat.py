@@ -7,6 +7,7 @@ and tests/test_demo_guard.py checks each assumption against the installed one:
   _check_allowed) does nothing for an app mounted with gr.mount_gradio_app, which never counts as
   launched (`Blocks.has_launched`), so the guard checks against these sets instead.
 - the paths of Gradio's routes (routes.py) that the page and gradio_client use, listed in serving/ui_guard.py.
+Gradio 6.31.0 is the newest release on PyPI (2026-12-06): no release has the mounted app's check fixed.
 """
 
 from __future__ import annotations
