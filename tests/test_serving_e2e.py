@@ -151,7 +151,9 @@ def test_bentoml_build_packs_a_bento_that_serves_the_store_offline(store: Path, 
     requirements = (home / "bentos" / name / version / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime" in requirements and "torch" not in requirements
 
-    bento = Server([tag], project, {"BENTOML_HOME": str(home)}, tmp_path / "bento.log")
+    elsewhere = tmp_path / "elsewhere"  # not the project: the Bento must hold every module it imports
+    elsewhere.mkdir()
+    bento = Server([tag], elsewhere, {"BENTOML_HOME": str(home)}, tmp_path / "bento.log")
     try:
         bento.wait_ready()
         assert sorted(httpx.get(bento.url + "/models").json()["models"]) == [
