@@ -42,6 +42,18 @@ SELECT_BRUSH_JS = f"""
 """
 
 
+def clear_canvas_js(elem_id: str) -> str:
+    """Page script that presses the Sketchpad's own clear button (its trash icon), as a visitor would.
+
+    Not a Python event whose output is the Sketchpad (gradio 6.31): each progress update of such an event
+    reaches the canvas only after Gradio has re-uploaded the drawing (AppTree.update_state awaits the
+    component's get_data), so the updates land out of order; a stale "pending" landing last leaves the
+    canvas under a "processing" overlay that takes every later stroke (issue 18). Nor does a second None
+    clear anything: the Sketchpad's value is already empty after the first.
+    """
+    return f"""() => document.querySelector('#{elem_id} button[aria-label="Clear canvas"]')?.click()"""
+
+
 def sketchpad(elem_id: str) -> gr.Sketchpad:
     """A white canvas with a black pen, ready to draw; its value's composite is a PNG file."""
     return gr.Sketchpad(type="filepath", format="png", canvas_size=CANVAS_SIZE, layers=False, label="Draw here",
@@ -128,7 +140,7 @@ def classify_tab(models: ServedModels) -> None:
     sketch.change(from_drawing, [model, sketch], api_name="classify_drawing", **live)
     upload.change(from_upload, [model, upload], api_name="classify_upload", **live)
     model.change(switch_model, [model, last], [*outputs, about, inputs, *example_sets], api_visibility="private")
-    clear.click(lambda: None, outputs=[sketch], api_visibility="private")
+    clear.click(None, js=clear_canvas_js(sketch.elem_id), api_visibility="private")
 
 
 def reconstruct_tab(models: ServedModels) -> None:
@@ -160,7 +172,7 @@ def reconstruct_tab(models: ServedModels) -> None:
                 original = picture("Original (as the model's data set)")
                 noisy = picture("Noisy version (the model's input)")
                 rebuilt = picture("Reconstruction", "reconstruct-output")
-            report = gr.Markdown("Upload or draw a clothing item, or pick an example.", elem_id="reconstruct-error")
+            report = gr.Markdown(views.RECONSTRUCT_SOMETHING, elem_id="reconstruct-error")
             with gr.Accordion("About this model", open=False):
                 gr.Markdown(views.about_markdown(first))
     last = gr.State(None)

@@ -31,6 +31,7 @@ EXAMPLES_INDEX = EXAMPLES_DIR / INDEX_FILE
 DRAWABLE_FIRST = ("digit", "garment", "photo")  # image layouts, from most to least like a drawing on the canvas
 
 DRAW_SOMETHING = "**Draw something** on the canvas, or upload a picture: there is nothing to classify yet."
+RECONSTRUCT_SOMETHING = "Upload or draw a clothing item, or pick an example."
 BLANK_PICTURE = "**Nothing to see**: the picture is blank. Draw something or upload a picture with an object."
 HEART_DISCLAIMER = ("A small neural network that learned patterns in {rows} rows of the heart failure prediction "
                     "data set: a teaching example, **not medical advice**; it cannot diagnose anyone.")
@@ -195,7 +196,7 @@ def noise_level(served: ServedModel) -> float:
 def reconstruct(models: ServedModels, name: str, image: bytes | None, noise: float) -> Reconstruction:
     """Prepare `image` as the model's data set, add uniform noise of amplitude `noise`, and reconstruct it."""
     if image is None:
-        return Reconstruction(None, None, None, "Upload or draw a clothing item, or pick an example.")
+        return Reconstruction(None, None, None, RECONSTRUCT_SOMETHING)
     served = models.models.get(name)
     if served is None or not served.ready or served.task != "reconstruct":
         return Reconstruction(None, None, None, f"**Cannot reconstruct:** {name!r} is not a loaded autoencoder; "
