@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from synthetic import write_mnist
+from test_tensorboard import read_events, steps
 from training.checkpoint import load_checkpoint
 from training.distributed import SINGLE, World, shard
 from training.registry import get_config
@@ -49,6 +50,9 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     alone = [json.loads(line) for line in (tmp_path / "single" / NAME / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == EPOCHS  # one writer
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # TensorBoard: rank 0's file alone
+    events = read_events(run_dir)
+    assert steps(events, "train_loss") == steps(events, "test_accuracy") == list(range(1, EPOCHS + 1))
     # The processes' shards add up to the data set once per epoch, not once per process.
     assert [r["examples"] for r in records] == [r["examples"] for r in alone]
     report = json.loads((run_dir / "report.json").read_text())

@@ -26,6 +26,7 @@ from .provenance import git_commit, hardware, library_versions, utc_now
 from .registry import ExperimentConfig, config_from_dict, config_to_dict
 from .speed import Speed, compiled
 from .store import publish_model
+from .tracking import Board, clear_events, final_metrics, run_hparams
 
 log = logging.getLogger("training")
 
@@ -92,11 +93,13 @@ def _summary_line(cfg: ExperimentConfig, record: dict[str, Any]) -> str:
 
 
 def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptions,
-          device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Speed]:
-    """Train with a checkpoint after every epoch; return the model that is scored and exported (the weights'
-    moving average when the config asks for one), the final checkpoint state and the speed options it
-    trained with (training/speed.py: the run's options, and what they mean for this model and device)."""
+          device: torch.device, board: Board | None = None) -> tuple[torch.nn.Module, dict[str, Any], Speed]:
+    """Train with a checkpoint after every epoch, each epoch's figures also on `board` (TensorBoard); return
+    the model that is scored and exported (the weights' moving average when the config asks for one), the
+    final checkpoint state and the speed options it trained with (training/speed.py: the run's options,
+    and what they mean for this model and device)."""
     checkpoint_path, world = run_dir / CHECKPOINT, opts.world
+    board = board or Board(run_dir, enabled=False)
     if world.is_main:  # temp files of writes a kill interrupted (files.atomic_write_*): nobody reads them
         for stale in run_dir.glob(".*.tmp"):
             stale.unlink(missing_ok=True)
@@ -122,10 +125,12 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
             _clear_results(run_dir)  # a finished run taken further (`--epochs N`) is not finished any more
             atomic_write_text(run_dir / METRICS, "".join(_jsonl(r) for r in state["history"]))
             atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
+        board.resume_at(state["epoch"] + 1)
         log.info("resuming %s after epoch %d", cfg.name, state["epoch"])
     elif world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _clear_results(run_dir)
+        clear_events(run_dir)
         (run_dir / METRICS).unlink(missing_ok=True)
         atomic_write_json(run_dir / CONFIG, config_to_dict(cfg))
     # Only rank 0 scores and saves, so only it keeps the average.
@@ -169,6 +174,7 @@ def train(cfg: ExperimentConfig, data: DataBundle, run_dir: Path, opts: RunOptio
             "data_source": data.source, "train_size": len(data.train), "test_size": len(data.test),
         })
         append_jsonl(run_dir / METRICS, record)
+        board.epoch(record)
         log.info(_summary_line(cfg, record))
     return scored_model, state, speed
 
@@ -198,10 +204,21 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any] | 
     data_load_s = time.perf_counter() - started
     if len(data.train) == 0 or len(data.test) == 0:
         raise RunError(f"{cfg.name}: empty data ({len(data.train)} train / {len(data.test)} test)")
-    model, state, speed = train(cfg, data, run_dir, opts, device)
-    if not opts.world.is_main:
-        return None
+    board = Board(run_dir, enabled=opts.world.is_main)
+    try:
+        model, state, speed = train(cfg, data, run_dir, opts, device, board)
+        if not opts.world.is_main:
+            return None
+        return _finish(cfg, opts, data, device, model, state, speed, data_load_s, board)
+    finally:
+        board.close()
 
+
+def _finish(cfg: ExperimentConfig, opts: RunOptions, data: DataBundle, device: torch.device,
+            model: torch.nn.Module, state: dict[str, Any], speed: Speed, data_load_s: float,
+            board: Board) -> dict[str, Any]:
+    """Rank 0, after training: cross-validation where asked, the report, export, publication, TensorBoard."""
+    run_dir = Path(opts.runs_dir) / cfg.name
     processes = f", {opts.world.size} processes (DDP)" if opts.world.active else ""
     # The hardware line names the speed options only when the arithmetic is not fp32 (layout and compilation
     # change speed, not precision); "speed" always says everything.
@@ -219,6 +236,11 @@ def run_experiment(cfg: ExperimentConfig, opts: RunOptions) -> dict[str, Any] | 
     report = write_report(run_dir, model, data, cfg, state["history"], facts, heldout, figures=opts.artifacts)
     if opts.artifacts:
         _export_and_publish(cfg, report, facts, data, run_dir, opts)
+    smoke = cfg.train_limit is not None or cfg.test_limit is not None
+    board.images(run_dir, state["epoch"])
+    board.text("run", f"`{facts['command']}` on {facts['hardware']}"
+               + (" (a smoke run on part of the data: not comparable with the report)" if smoke else ""))
+    board.hparams(run_hparams(config_to_dict(cfg), smoke), final_metrics(report, state["history"]), state["epoch"])
     # Written last: report.json is what training.report and the sweeps take for a finished run.
     atomic_write_json(run_dir / "report.json", report)
     return report
