@@ -26,7 +26,8 @@ from serving.ui_guard import CACHE_AGE_S, CACHE_CHECK_S, DemoGuard
 from .ui import LAUNCH_OPTIONS
 
 
-def ui_app(blocks: gr.Blocks | None = None, started: Callable[[], Callable[[], None] | None] | None = None) -> FastAPI:
+def ui_app(blocks: gr.Blocks | None = None, started: Callable[[], Callable[[], None] | None] | None = None,
+           login: Callable[[str, str], bool] | None = None) -> FastAPI:
     """A FastAPI app serving `blocks` (default: the demo over the store, demo.app.build) at its root.
 
     The page is built, and its models loaded, when the app starts (its lifespan), not when this is called:
@@ -37,9 +38,9 @@ def ui_app(blocks: gr.Blocks | None = None, started: Callable[[], Callable[[], N
     BentoML runs the lifespan only of mounted Starlette apps, and Gradio's queue starts in it.
     """
     gradio_compat.check_version()
-    page = _Page(blocks, started)
+    page = _Page(blocks, started, login)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, lifespan=page.lifespan)
-    app.add_middleware(DemoGuard, page=page.blocks_serving)
+    app.add_middleware(DemoGuard, page=page.blocks_serving, login=login is not None)
     app.mount("/", page)
     return app
 
@@ -52,8 +53,9 @@ class _Page:
     unless one was given: a given page is one Gradio app, whose queue stops when any of its servers stops.
     """
 
-    def __init__(self, blocks: gr.Blocks | None, started: Callable[[], Callable[[], None] | None] | None):
-        self.blocks, self.started = blocks, started
+    def __init__(self, blocks: gr.Blocks | None, started: Callable[[], Callable[[], None] | None] | None,
+                 login: Callable[[str, str], bool] | None = None):
+        self.blocks, self.started, self.login = blocks, started, login
         self.running: list[tuple[FastAPI, gr.Blocks]] = []
 
     @contextlib.asynccontextmanager
@@ -66,7 +68,7 @@ class _Page:
         if blocks.delete_cache is None:  # Blocks' own setting, read when the app is made: see serving.ui_guard
             blocks.delete_cache = (CACHE_CHECK_S, CACHE_AGE_S)
         app = gr.mount_gradio_app(FastAPI(docs_url=None, redoc_url=None, openapi_url=None), blocks, path="/",
-                                  **LAUNCH_OPTIONS)
+                                  auth=self.login, **LAUNCH_OPTIONS)
         async with app.router.lifespan_context(app):  # Gradio's own start-up: its queue and cache cleaning
             self.running.append((app, blocks))
             stopping = self.started() if self.started is not None else None

@@ -23,6 +23,7 @@ import functools
 import gc
 import inspect
 import io
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from typing import Annotated, Any, Callable
 import anyio
 import bentoml
 import prometheus_client
+import psutil
 from fastapi import FastAPI
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError, create_model
@@ -39,6 +41,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from demo.mount import ui_app
 from serving import bentoml_compat, http_limits
+from serving.auth import KEYS_ENV, KeyGuard, keys_from_env, metrics_open
 from serving.errors import InvalidField, ServingError, describe_validation_errors
 from serving.form import Form
 from serving.guard import RequestGuard
@@ -61,6 +64,9 @@ NpyFile = Annotated[Path, Field(description="numpy.save of an (N, C, H, W) uint8
 
 UPLOAD_SUFFIX = "_upload"  # ModelService.<api>_upload(**fields as bytes and values) answers upload endpoint <api>
 SYNC_THREADS = 2  # threads per worker for the synchronous endpoints (see @bentoml.service below)
+
+API_KEYS = keys_from_env()  # None: keys are off (serving.auth); a bad keys file stops the service here
+LOOPBACK = "127.0.0.1"
 
 # Images per ONNX Runtime call on /classify, by model: shows the adaptive batching at work in /metrics.
 BATCH_SIZES = prometheus_client.Histogram("classify_onnx_batch_size", "images per shared ONNX Runtime call",
@@ -89,6 +95,22 @@ def json_answer(answer: dict[str, Any]) -> JSONResponse:
     return JSONResponse(answer)
 
 
+def demo_login() -> Callable[[str, str], bool] | None:
+    """With API keys on, the demo asks for a login (Gradio's own page): any user name, a key as the password."""
+    return None if API_KEYS is None else (lambda _user, password: API_KEYS.valid(password))
+
+
+def warn_if_open() -> None:
+    """Log a warning when this worker listens beyond the loopback interface with no API keys."""
+    if API_KEYS is not None:
+        return
+    exposed = sorted({c.laddr.ip for c in psutil.Process().net_connections(kind="inet")
+                      if c.status == psutil.CONN_LISTEN and not ipaddress.ip_address(c.laddr.ip).is_loopback})
+    if exposed:
+        log.warning("listening on %s, beyond this machine, with no API keys: anyone who reaches the port may use "
+                    "every model and the demo; set %s (docs/SERVING.md#api-keys)", ", ".join(exposed), KEYS_ENV)
+
+
 def started() -> Callable[[], None]:
     """Called once the demo serves: a worker builds it after creating the service, so start-up is done.
     Returns what to call when the worker stops."""
@@ -96,6 +118,7 @@ def started() -> Callable[[], None]:
     # moved out of the cyclic GC's reach, its full collections stop scanning it (p99 figures:
     # docs/BENCHMARKS.md#serving).
     gc.freeze()
+    warn_if_open()
     return Watchdog(asyncio.get_running_loop(), stall_limit()).start().stop
 
 
@@ -103,9 +126,10 @@ def started() -> Callable[[], None]:
 # default, so a /heart answer of microseconds waited behind a 1024-image batch; two, for the machine's cores,
 # and few enough to keep big /reconstruct uploads bounded in memory. Answered from the guard's parse, the
 # upload endpoints among them run in as many threads of ModelService.answer_form.
-@bentoml.service(name="classic-dl", traffic={"timeout": 60}, threads=SYNC_THREADS)
+# http.host: only this machine can connect unless asked (`--host 0.0.0.0` or BENTOML_HOST=0.0.0.0).
+@bentoml.service(name="classic-dl", traffic={"timeout": 60}, threads=SYNC_THREADS, http={"host": LOOPBACK})
 @bentoml.asgi_app(http, path="/")
-@bentoml.asgi_app(ui_app(started=started), path=UI_PATH)
+@bentoml.asgi_app(ui_app(started=started, login=demo_login()), path=UI_PATH)
 class ModelService:
     """Classifiers, the autoencoder and the heart model of models_store/, one ONNX Runtime session each."""
 
@@ -261,6 +285,7 @@ bentoml_compat.install_timeout()
 bentoml_compat.install_route_labels(metrics_label())
 bentoml_compat.separate_prometheus_dir()
 http_limits.install()  # request heads limited in size, field count and time, before the worker builds uvicorn
+ModelService.add_asgi_middleware(KeyGuard, keys=API_KEYS, own_login=(UI_PATH,), metrics_open=metrics_open())
 ModelService.add_asgi_middleware(
     RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_json_bytes=MAX_JSON_BYTES,
     uploads={api.route: bentoml_compat.file_fields(api) for api in ModelService.apis.values()

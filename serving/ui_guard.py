@@ -40,6 +40,7 @@ READ_ROUTES = re.compile(r"/(|config/?|manifest\.json|theme\.css|favicon\.ico|ro
                          r"|queue/data|upload_progress|startup-events|call/[\w-]+/[\w-]+))")
 WRITE_ROUTES = re.compile(r"/gradio_api/(queue/join|run/[\w-]+/?|call/(v2/)?[\w-]+/?|api/[\w-]+/?|cancel"
                           r"|reset/?|component_server/?)")
+LOGIN_ROUTES = re.compile(r"/(login/?|logout|gradio_api/login_check/?)")  # Gradio's login page, when it has one
 UPLOAD_ROUTE = "/gradio_api/upload"
 FILE_ROUTE = re.compile(r"/gradio_api/file[=/](?P<path>.+)")
 
@@ -52,10 +53,11 @@ MAX_RECENT_UPLOAD_BYTES = 1024 ** 3  # uploads kept in the cache at once, at mos
 
 
 class DemoGuard:
-    """The middleware; `page()` is the Gradio app serving now, or None before it has started."""
+    """The middleware; `page()` is the Gradio app serving now, or None before it has started; with `login`,
+    the routes of Gradio's login page are answered too."""
 
-    def __init__(self, app: App, page: Callable[[], gr.Blocks | None]):
-        self.app, self.page = app, page
+    def __init__(self, app: App, page: Callable[[], gr.Blocks | None], login: bool = False):
+        self.app, self.page, self.login = app, page, login
         self.recent_uploads: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes)
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
@@ -64,6 +66,8 @@ class DemoGuard:
         if scope["type"] != "http":  # the page uses no websocket
             return await send({"type": "websocket.close", "code": 1008})
         path, method = route_path(scope), scope["method"]
+        if self.login and LOGIN_ROUTES.fullmatch(path):
+            return await self.app(scope, receive, send)
         if method in ("GET", "HEAD"):
             served = READ_ROUTES.fullmatch(path) or self._created(FILE_ROUTE.fullmatch(path))
             if not served:

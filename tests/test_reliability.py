@@ -26,6 +26,7 @@ from starlette.testclient import TestClient
 
 from reliability import adversarial, faults, training_kills
 from reliability.fuzz import fuzzed_schema, image_fuzz
+from serving.auth import ApiKeys, KeyGuard
 from serving.runtime import STORE_ENV
 from serving.service import MAX_JSON_BYTES, ModelService
 from serving_store import HEART_ROW, build_store
@@ -70,14 +71,35 @@ def test_schemathesis_finds_no_server_error(api_schema: Any) -> None:
 
     (Driven by Hypothesis directly: schemathesis' pytest plugin does not run under pytest 9.)
     """
+    fuzz_every_operation(api_schema, examples=30)
+
+
+def test_schemathesis_finds_no_server_error_with_api_keys_on(api_schema: Any, store: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same with keys on (serving.auth), each request sent with a valid key: no 5xx either."""
+    (options,) = [options for cls, options in ModelService.middlewares if cls is KeyGuard]
+    (tmp_path / "keys").write_text("k-fuzz\n")
+    monkeypatch.setitem(options, "keys", ApiKeys.read(tmp_path / "keys"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENTOML_CONFIG_OVERRIDES", NO_METRICS)
+        mp.setenv(STORE_ENV, str(store))
+        app = ModelService.to_asgi()
+        with asgi.get_client(app) as http:
+            assert http.get("/models").status_code == 401
+    monkeypatch.setattr(api_schema, "app", app)
+    fuzz_every_operation(api_schema, examples=10, headers={"Authorization": "Bearer k-fuzz"})
+
+
+def fuzz_every_operation(api_schema: Any, examples: int, headers: dict[str, str] | None = None) -> None:
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 9
     for operation in operations:
-        @settings(max_examples=30, deadline=None, database=None, derandomize=True,
+        @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def call(case: Any) -> None:
-            case.call_and_validate(checks=[not_a_server_error])
+            response = case.call_and_validate(checks=[not_a_server_error], headers=headers)
+            assert headers is None or response.status_code != 401, response.text
 
         call()
 

@@ -148,6 +148,8 @@ def test_bentoml_build_packs_a_bento_that_serves_the_store_offline(store: Path, 
     packed = latest(src / "models_store", "fashion") / MODEL_FILE
     assert packed.read_bytes() == (latest(store, "fashion") / MODEL_FILE).read_bytes()
     assert not (src / "training" / "run.py").exists()  # only the torch-free modules travel
+    bento_yaml = (home / "bentos" / name / version / "bento.yaml").read_text()
+    assert "BENTOML_HOST" in bento_yaml and "0.0.0.0" in bento_yaml  # a container listens beyond its loopback
     requirements = (home / "bentos" / name / version / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime" in requirements and "torch" not in requirements
 
