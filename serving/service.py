@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from demo.mount import ui_app
 from serving import bentoml_compat, http_limits
 from serving.auth import KEYS_ENV, KeyGuard, keys_from_env, metrics_open
+from serving.overload import InFlightLimit, limit_from_env
 from serving.errors import InvalidField, ServingError, describe_validation_errors
 from serving.form import Form
 from serving.guard import RequestGuard
@@ -285,6 +286,7 @@ bentoml_compat.install_timeout()
 bentoml_compat.install_route_labels(metrics_label())
 bentoml_compat.separate_prometheus_dir()
 http_limits.install()  # request heads limited in size, field count and time, before the worker builds uvicorn
+ModelService.add_asgi_middleware(InFlightLimit, limit=limit_from_env(), exempt_prefixes=(UI_PATH,))
 ModelService.add_asgi_middleware(KeyGuard, keys=API_KEYS, own_login=(UI_PATH,), metrics_open=metrics_open())
 ModelService.add_asgi_middleware(
     RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_json_bytes=MAX_JSON_BYTES,
