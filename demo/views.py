@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 
 from serving.errors import ServingError
-from serving.runtime import HEART_MODEL, MAX_PIXELS, ServedModel, ServedModels
-from training.preprocessing import ImageError, decode_image, is_blank, prepare_image
+from serving.runtime import HEART_MODEL, ServedModel, ServedModels
+from training.preprocessing import is_blank
 from training.registry import EXPERIMENTS, beats_target
 from training.tabular import HEART_FEATURES
 
@@ -202,8 +202,8 @@ def reconstruct(models: ServedModels, name: str, image: bytes | None, noise: flo
         return Reconstruction(None, None, None, f"**Cannot reconstruct:** {name!r} is not a loaded autoencoder; "
                                                 f"these are: {', '.join(reconstructors(models)) or 'none'}")
     try:
-        clean = prepare_image(decode_image(image, MAX_PIXELS), served.image_spec)  # (C, H, W) in [0, 1]
-    except ImageError as err:
+        clean = models.prepare(name, image, "/reconstruct")  # (C, H, W) in [0, 1], within the decoding budget
+    except ServingError as err:
         return Reconstruction(None, None, None, f"**Cannot read this picture:** {err}")
     if shows_nothing(clean):
         return Reconstruction(enlarged(clean), None, None, BLANK_PICTURE)

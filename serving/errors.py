@@ -31,6 +31,13 @@ class NotReady(ServingError):
     status = 503
 
 
+class Overloaded(ServingError):
+    """Too much at once for the worker (its decoding memory): the same request may succeed in a moment."""
+
+    status = 503
+    retry_after_s = 1  # for a Retry-After header
+
+
 MAX_NAME_CHARS = 100  # a field name quoted back to the client is cut to this many characters
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,12 +25,13 @@ from PIL import Image
 from pydantic import ValidationError
 
 from training.files import sha256_bytes
-from training.preprocessing import (DEFAULT_MAX_PIXELS, ImageError, ImageSpec, decode_image, open_image,
-                                    prepare_image)
+from training.preprocessing import (DEFAULT_MAX_PIXELS, ImageError, ImageHeader, ImageSpec, decode, prepare_image,
+                                    read_header)
 from training.store import MANIFEST_FILE, MODEL_FILE, latest, published_names, read_manifest
 
 from .batching import Batcher
-from .errors import BadInput, InvalidField, NotReady, UnknownModel, describe_validation_errors
+from .budget import MemoryBudget, give_big_blocks_back
+from .errors import BadInput, InvalidField, NotReady, Overloaded, UnknownModel, describe_validation_errors
 from .npy import read_npy
 from .tabular import HeartRow, check_tabular_spec, encode_row
 
@@ -43,14 +45,21 @@ MAX_SHARED_BATCH = 64          # concurrent single images that may share one ONN
 # Images up to this size, in pixels and in bytes, are prepared on the event loop: a 128x128 PNG takes
 # 0.35 ms, a hop to a worker thread and back about 0.1 ms more, and inline /classify of a digit answered
 # 13% more requests/s at 1 connection and 22% more at 32 (wrk, 2-core Xeon). Bigger ones (a 1000x1000
-# photo: 21 ms) go to a thread, header and all: PIL reads some formats' headers in Python, and a 20 MiB
-# JPEG of 16x16 pixels padded with empty markers took 2.8 s to open.
+# photo: 21 ms) go to a thread, header and all: PIL reads some formats' headers in Python.
 INLINE_MAX_PIXELS = 128 * 128
 INLINE_MAX_BYTES = 64 * 1024
-# Bigger images are prepared by this many threads of their own per worker: each may hold about 200 MiB
-# while a 4096 x 4096 RGBA upload is decoded, and the default executor's threads run the ONNX Runtime
-# batches, which a burst of big uploads must not queue behind.
-PREPARE_THREADS = 2
+# Every decode of an upload in a worker holds its estimated peak memory (training.preprocessing's
+# estimate) from this one budget; the burst ceiling it gives is measured in docs/RELIABILITY.md#decoding-uploads.
+DECODE_BUDGET_BYTES = 256 * 2**20
+DECODE_WAIT_S = 5.0  # how long a decode may wait for its share (queued included) before a 503
+# Pictures estimated under this are prepared in the light lane (or by the synchronous caller itself), bigger
+# ones in the big lane, so a normal picture never queues behind big ones: a photo of a megapixel is light,
+# a 2048x2048 PNG big. Each lane has its own threads; the default executor's run the ONNX Runtime
+# batches, which a burst of big uploads must not queue behind either.
+LIGHT_DECODE_BYTES = 64 * 2**20
+PREPARE_THREADS = 2      # the light lane, for /classify's event loop
+BIG_PREPARE_THREADS = 2  # the big lane, for every caller
+MALLOC_MMAP_BYTES = 2**20  # allocations this big go back to the system when freed (serving.budget)
 DEFAULT_TOP_K = 3
 STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # where the service and the demo read models
 _ORT_WARNING, _ORT_FATAL = 2, 4  # onnxruntime log severities: 2 is its default, 4 shows only fatal errors
@@ -242,6 +251,7 @@ def load_models(store: Path, on_batch: Callable[[str, int], None] | None = None)
     `on_batch(name, size)` is told the size of every shared ONNX Runtime call (for metrics).
     """
     store = Path(store)
+    give_big_blocks_back(MALLOC_MMAP_BYTES)  # a decoded picture's memory is returned once prepared (serving.budget)
     try_cuda = CUDA in ort.get_available_providers()
     models: dict[str, ServedModel] = {}
     for name in published_names(store):
@@ -252,27 +262,74 @@ def load_models(store: Path, on_batch: Callable[[str, int], None] | None = None)
     return ServedModels(store, models, on_batch)
 
 
-def _image(image: bytes | Image.Image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
+# -- preparing images: every upload a process decodes goes through here (the API and the demo alike)
+
+DECODE_BUDGET = MemoryBudget(DECODE_BUDGET_BYTES)
+_light_lane = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare")  # threads start on first use
+_big_lane = ThreadPoolExecutor(BIG_PREPARE_THREADS, thread_name_prefix="prepare-big")
+
+
+def _header(image: bytes) -> ImageHeader:
+    """The upload opened, its decoding cost checked (400 if too slow or too big to ever fit the budget)."""
     try:
-        return decode_image(image, MAX_PIXELS)
+        header = read_header(image, MAX_PIXELS)
     except ImageError as err:
         raise BadInput(str(err)) from err
+    DECODE_BUDGET.check(header.peak_bytes)
+    return header
 
 
-def _small(image: bytes | Image.Image) -> bool:
-    """Whether `image` is cheap enough to prepare on the event loop (see INLINE_MAX_PIXELS). An upload
-    that does not open counts as small: preparing it fails at once, saying why."""
+def _prepared(header: ImageHeader, spec: ImageSpec, deadline: float) -> np.ndarray:
+    """`header`'s picture decoded and prepared for `spec`, holding its estimated memory meanwhile."""
+    with DECODE_BUDGET.hold(header.peak_bytes, deadline):
+        try:
+            img = decode(header)
+        except ImageError as err:
+            raise BadInput(str(err)) from err
+        return prepare_image(img, spec)
+
+
+def _prepare(image: bytes | Image.Image, spec: ImageSpec) -> np.ndarray:
+    """(C, H, W) float32 for `spec`, in the calling thread (never the event loop's): a big upload is decoded
+    in the big lane while the caller waits."""
+    if isinstance(image, Image.Image):  # decoded already, by our own code
+        return prepare_image(image, spec)
+    deadline = time.monotonic() + DECODE_WAIT_S
+    header = _header(image)
+    if header.peak_bytes <= LIGHT_DECODE_BYTES:
+        return _prepared(header, spec, deadline)
+    return _big_lane.submit(_prepared, header, spec, deadline).result()
+
+
+def _prepare_light(image: bytes, spec: ImageSpec, deadline: float) -> np.ndarray | ImageHeader:
+    """In the light lane: the prepared pixels, or the header of a picture for the big lane."""
+    header = _header(image)
+    return header if header.peak_bytes > LIGHT_DECODE_BYTES else _prepared(header, spec, deadline)
+
+
+async def _prepare_async(image: bytes | Image.Image, spec: ImageSpec) -> np.ndarray:
+    """_prepare() for an event loop: a small picture on the loop itself (see INLINE_MAX_PIXELS), never
+    waiting there for the budget; others in the light lane, and big ones in the big lane."""
+    loop = asyncio.get_running_loop()
     if isinstance(image, Image.Image):
-        return image.width * image.height <= INLINE_MAX_PIXELS
-    if len(image) > INLINE_MAX_BYTES:
-        return False
-    try:
-        with open_image(image) as header:
-            return header.width * header.height <= INLINE_MAX_PIXELS
-    except Exception:  # PIL raises OSError, SyntaxError, ValueError... for what is not an image
-        return True
+        if image.width * image.height <= INLINE_MAX_PIXELS:
+            return prepare_image(image, spec)
+        return await loop.run_in_executor(_light_lane, prepare_image, image, spec)
+    deadline = time.monotonic() + DECODE_WAIT_S
+    if len(image) <= INLINE_MAX_BYTES:
+        header = _header(image)  # quick for a file this small: read_header has checked its framing
+        if header.image.width * header.image.height <= INLINE_MAX_PIXELS:
+            try:
+                return _prepared(header, spec, 0.0)  # the budget only if free now: never wait on the loop
+            except Overloaded:
+                pass
+        result: np.ndarray | ImageHeader = header
+    else:
+        result = await loop.run_in_executor(_light_lane, _prepare_light, image, spec, deadline)
+    if isinstance(result, ImageHeader):
+        lane = _light_lane if result.peak_bytes <= LIGHT_DECODE_BYTES else _big_lane
+        result = await loop.run_in_executor(lane, _prepared, result, spec, deadline)
+    return result
 
 
 def top_labels(served: ServedModel, probabilities: np.ndarray, top_k: int) -> list[dict[str, Any]]:
@@ -295,8 +352,6 @@ class ServedModels:
     models: dict[str, ServedModel]
     on_batch: Callable[[str, int], None] | None = None
     _batchers: dict[str, Batcher] = field(default_factory=dict, repr=False)
-    _preparers: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="prepare"), repr=False)
 
     @property
     def ready(self) -> bool:
@@ -320,10 +375,11 @@ class ServedModels:
 
     # -- images
 
-    def prepare(self, name: str, image: bytes | Image.Image) -> np.ndarray:
-        """(C, H, W) float32 in [0, 1]: `image` in the form model `name` was trained on."""
-        served = self.get(name, "/classify")
-        return prepare_image(_image(image), served.image_spec)
+    def prepare(self, name: str, image: bytes | Image.Image, endpoint: str = "/classify") -> np.ndarray:
+        """(C, H, W) float32 in [0, 1]: `image` in the form model `name`, served at `endpoint`, was trained on.
+
+        Decoded within the process's decoding budget, like every upload (DECODE_BUDGET_BYTES)."""
+        return _prepare(image, self.get(name, endpoint).image_spec)
 
     def probabilities(self, name: str, pixels: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities for (N, C, H, W) float32 pixels in [0, 1]: one ONNX Runtime call."""
@@ -345,12 +401,9 @@ class ServedModels:
 
     async def classify_shared(self, name: str, image: bytes | Image.Image,
                               top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
-        """classify() for an event loop: the image is prepared in a worker thread unless it is small, and
+        """classify() for an event loop: the image is prepared in a lane thread unless it is small, and
         the ONNX Runtime call is shared with the concurrent requests for the same model (serving.batching)."""
-        if _small(image):
-            pixels = self.prepare(name, image)
-        else:
-            pixels = await asyncio.get_running_loop().run_in_executor(self._preparers, self.prepare, name, image)
+        pixels = await _prepare_async(image, self.get(name, "/classify").image_spec)
         if name not in self._batchers:
             observe = None if self.on_batch is None else (lambda size: self.on_batch(name, size))
             self._batchers[name] = Batcher(lambda batch: self.probabilities(name, batch), MAX_SHARED_BATCH, observe)
@@ -372,7 +425,7 @@ class ServedModels:
     def reconstruct(self, name: str, image: bytes | Image.Image) -> Image.Image:
         """The autoencoder's output for `image`, as an 8-bit greyscale or RGB image."""
         served = self.get(name, "/reconstruct")
-        pixels = prepare_image(_image(image), served.image_spec)
+        pixels = self.prepare(name, image, "/reconstruct")
         out = np.clip(served.run(pixels[None])[0], 0.0, 1.0)  # (C, H, W)
         as_uint8 = np.round(out * 255).astype(np.uint8)
         return Image.fromarray(as_uint8[0], mode="L") if len(as_uint8) == 1 else \

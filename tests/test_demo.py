@@ -20,6 +20,8 @@ from serving.ui_guard import DemoGuard
 from demo.screenshots import free_port
 from demo.ui import LAUNCH_OPTIONS, build_demo
 from demo_store import build_demo_store, digit_drawing, garment, png
+from reliability import hostile
+from serving import runtime
 from serving.runtime import HEART_MODEL, ServedModel, ServedModels, load_models
 from serving_store import HEART_ROW
 
@@ -141,6 +143,21 @@ def test_reconstruction_shows_original_noisy_and_output(client: Client, models: 
     np.testing.assert_array_equal(small[2], expected)  # the runtime's reconstruction of the noisy input
     error = np.mean((small[2] / 255 - small[0] / 255) ** 2)
     assert f"**{error:.4f}**" in report
+
+
+def test_both_tabs_decode_through_the_runtime_and_refuse_a_scan_bomb(models: ServedModels,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime holds the process's decoding budget and limits (serving.runtime._prepare)."""
+    decoded: list[bytes | Image.Image] = []
+    prepare = runtime._prepare
+    monkeypatch.setattr(runtime, "_prepare", lambda image, spec: decoded.append(image) or prepare(image, spec))
+    upload = png(garment())
+    assert views.reconstruct(models, "fashion_reconstruction", upload, 0.2).reconstruction is not None
+    assert views.classify(models, "fashion", upload).confidences
+    assert decoded[0] == upload and decoded[-1] == upload  # the noisy picture goes in between, decoded already
+    bomb = hostile.scan_bomb_jpeg()
+    assert "scans" in views.classify(models, "digits", bomb).verdict
+    assert "scans" in views.reconstruct(models, "fashion_reconstruction", bomb, 0.2).report
 
 
 def test_reconstruction_from_a_drawing(client: Client, tmp_path: Path) -> None:

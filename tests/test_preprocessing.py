@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from training.preprocessing import ImageError, ImageSpec, decode_image, is_blank, prepare_image
+from reliability import hostile
+from training.preprocessing import (MAX_JPEG_SCANS, WORKING_SIDE, ImageError, ImageSpec, decode_image, is_blank,
+                                    prepare_image, read_header)
 
 DIGIT = ImageSpec(28, 28, 1, "digit")
 GARMENT = ImageSpec(28, 28, 1, "garment")
@@ -176,3 +179,48 @@ def test_a_broken_exif_block_is_ignored(fmt: str) -> None:
     broken = prepare_image(decode_image(_png(photo, fmt, exif=b"garbage!garbage!", lossless=True)), PHOTO)
     plain = prepare_image(decode_image(_png(photo, fmt, lossless=True)), PHOTO)
     np.testing.assert_array_equal(broken, plain)
+
+
+# -- what decoding costs, checked before decoding (docs/RELIABILITY.md#decoding-uploads)
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding() -> None:
+    """The issue's bomb: a progressive JPEG whose last scan is repeated (47 s at 4096 x 4096 before)."""
+    with pytest.raises(ImageError, match="scans"):
+        decode_image(hostile.scan_bomb_jpeg())
+    allowed = hostile.with_scans(_png(Image.new("RGB", (64, 64), (9, 99, 199)), "JPEG", progressive=True),
+                                 MAX_JPEG_SCANS)
+    assert decode_image(allowed).size == (64, 64)
+
+
+@pytest.mark.parametrize("case", list(hostile.refused()))
+def test_uploads_built_to_be_slow_are_refused_from_their_framing(case: str) -> None:
+    with pytest.raises(ImageError):
+        read_header(hostile.refused()[case])
+
+
+def test_an_exif_directory_that_repeats_its_values_is_refused_in_a_jpeg_and_ignored_elsewhere() -> None:
+    """1,000 entries each claiming the same 50 KB (a JPEG segment holds 64 KB): Pillow would read 50 MB."""
+    entries = b"".join(struct.pack("<HHII", 0x9000 + i, 3, 25_000, 8) for i in range(1000))
+    exif = b"II*\x00" + struct.pack("<IH", 8, 1000) + entries + bytes(4) + bytes(50_000)
+    photo = Image.new("RGB", (32, 32), (200, 10, 10))
+    with pytest.raises(ImageError, match="EXIF"):
+        read_header(_png(photo, "JPEG", exif=b"Exif\x00\x00" + exif))
+    out = prepare_image(decode_image(_png(photo, exif=exif)), PHOTO)  # PNG: Pillow never parses it, nor do we
+    np.testing.assert_allclose(out[:, 5, 5], [200 / 255, 10 / 255, 10 / 255], atol=1e-6)
+
+
+def test_a_big_jpeg_is_decoded_at_a_fraction_of_its_size() -> None:
+    """Draft mode: libjpeg scales by 1/2, 1/4 or 1/8 while decoding, to at least WORKING_SIDE a side."""
+    paper = np.full((3072, 4096), 255, np.uint8)
+    paper[500:2500, 1800:2300] = 0
+    img = decode_image(_png(Image.fromarray(paper), "JPEG", quality=90))
+    assert img.size == (WORKING_SIDE, WORKING_SIDE * 3 // 4)
+    small = _png(Image.fromarray(paper).resize((1024, 768), Image.Resampling.BOX), "JPEG", quality=90)
+    assert np.abs(prepare_image(img, GARMENT) - prepare_image(decode_image(small), GARMENT)).mean() < 0.02
+
+
+def test_the_memory_estimate_grows_with_what_is_decoded() -> None:
+    grey, rgb, rgba = (read_header(_png(Image.new(mode, (2048, 2048)))).peak_bytes for mode in ("L", "RGB", "RGBA"))
+    jpeg = read_header(_png(Image.new("RGB", (2048, 2048)), "JPEG")).peak_bytes  # decoded at half size
+    assert grey < rgba and jpeg < rgb

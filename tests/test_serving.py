@@ -28,9 +28,11 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from starlette.testclient import TestClient
 
+from reliability import hostile
 from serving import runtime
 from serving.batching import Batcher
-from serving.errors import BadInput, InvalidField
+from serving.budget import MemoryBudget
+from serving.errors import BadInput, InvalidField, Overloaded
 from serving.npy import read_npy
 from serving.runtime import (INLINE_MAX_BYTES, INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, STORE_ENV, ServedModel,
                              ServedModels, load_models, top_labels, validate_heart_row)
@@ -498,6 +500,9 @@ BAD_INPUTS: list[tuple[str, str, str, Callable[[], dict[str, Any]], int, str]] =
     ("empty image file", "POST", "/classify", lambda: image_form(b""), 400, "empty"),
     ("zero-size image", "POST", "/classify", lambda: image_form(png_claiming(0, 0)), 400, "image"),
     ("decompression bomb", "POST", "/classify", lambda: image_form(png_claiming(100_000, 100_000)), 400, "limit"),
+    ("JPEG with thousands of scans", "POST", "/classify", lambda: image_form(hostile.scan_bomb_jpeg()), 400, "scans"),
+    ("JPEG with thousands of scans to /reconstruct", "POST", "/reconstruct",
+     lambda: {"files": {"image": ("x.jpg", hostile.scan_bomb_jpeg())}}, 400, "scans"),
     ("unknown model", "POST", "/classify", lambda: image_form(BLACK_PNG, model="resnet"), 404, "resnet"),
     ("path as model", "POST", "/classify", lambda: image_form(BLACK_PNG, model="../models_store/fashion"), 404,
      "unknown model"),
@@ -712,7 +717,7 @@ def test_a_process_loads_each_model_file_once(store: Path, tmp_path: Path, monke
     assert len(sessions) == 2 * len(published_names(copy)) + 1
 
 
-def test_small_images_are_prepared_on_the_event_loop_and_big_ones_by_their_own_threads(
+def test_small_images_are_prepared_on_the_event_loop_and_big_ones_in_lanes_by_their_estimate(
         store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     models = load_models(store)
     side = int(INLINE_MAX_PIXELS ** 0.5)
@@ -720,20 +725,69 @@ def test_small_images_are_prepared_on_the_event_loop_and_big_ones_by_their_own_t
     padded.add_text("comment", "x" * INLINE_MAX_BYTES)  # few pixels, many bytes: its header is read in a thread
     pictures = [encode(drawing(size)) for size in ((28, 28), (side, side), (side + 1, side), (1000, 800))]
     pictures.append(encode(drawing((28, 28)), pnginfo=padded))
+    pictures.append(encode(drawing((4096, 3000), "RGBA")))  # estimated over LIGHT_DECODE_BYTES
     labels = [models.classify("fashion", picture)["label"] for picture in pictures]
     threads: list[str] = []
-    prepare = ServedModels.prepare
+    prepared = runtime._prepared
 
-    def recording(self: ServedModels, name: str, image: Any) -> np.ndarray:
+    def recording(*args: Any) -> np.ndarray:
         threads.append(threading.current_thread().name.split("_")[0])
-        return prepare(self, name, image)
+        return prepared(*args)
 
-    monkeypatch.setattr(ServedModels, "prepare", recording)
+    monkeypatch.setattr(runtime, "_prepared", recording)
     assert [asyncio.run(models.classify_shared("fashion", p))["label"] for p in pictures] == labels
-    # Big ones never in the default executor, whose threads run the ONNX Runtime batches.
-    assert threads == ["MainThread", "MainThread", "prepare", "prepare", "prepare"]
+    # Never in the default executor, whose threads run the ONNX Runtime batches; big ones in a lane of their own.
+    assert threads == ["MainThread", "MainThread", "prepare", "prepare", "prepare", "prepare-big"]
+    threads.clear()
+    assert [models.classify("fashion", p)["label"] for p in pictures] == labels  # synchronous callers, as the demo
+    assert threads == ["MainThread"] * 5 + ["prepare-big"]
     with pytest.raises(BadInput, match="decode"):
         asyncio.run(models.classify_shared("fashion", b"not an image"))
+
+
+def test_the_decoding_budget_refuses_what_could_never_fit_and_serialises_big_decodes() -> None:
+    budget = MemoryBudget(100)
+    with pytest.raises(BadInput, match="MiB"):
+        with budget.hold(101, deadline=time.monotonic() + 60):
+            pass
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def decode() -> None:
+        with budget.hold(60, deadline=time.monotonic() + 60):  # two never fit at once
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.01)
+            with lock:
+                inside[0] -= 1
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: decode(), range(8)))
+    assert most == [1] and budget.free == 100
+    with budget.hold(60, deadline=0.0):  # free now: taken at once, whatever the deadline
+        with pytest.raises(Overloaded, match="retry"):
+            with budget.hold(60, deadline=0.0):
+                pass
+        with budget.hold(40, deadline=0.0):
+            assert budget.free == 0
+
+
+def test_every_upload_path_shares_the_process_budget(client: TestClient, store: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    big = encode(drawing((2048, 2048), "RGBA"))  # about 74 MiB estimated
+    monkeypatch.setattr(runtime, "DECODE_BUDGET", MemoryBudget(64 * 2**20))
+    for path in ("/classify", "/reconstruct"):
+        refused = client.post(path, **image_form(big, "fashion" if path == "/classify" else "fashion_reconstruction"))
+        assert refused.status_code == 400 and "MiB" in refused.json()["error"]
+    monkeypatch.setattr(runtime, "DECODE_WAIT_S", 0.0)
+    with runtime.DECODE_BUDGET.hold(64 * 2**20, deadline=0.0):  # every byte taken, as by other decodes
+        for path, model in (("/classify", "fashion"), ("/reconstruct", "fashion_reconstruction")):
+            busy = client.post(path, **image_form(PHOTO_PNG, model))
+            assert busy.status_code == 503 and "retry" in busy.json()["error"]
+        with pytest.raises(Overloaded):
+            load_models(store).prepare("fashion", BLACK_PNG)  # the demo's way in, another ServedModels
+    assert client.post("/classify", **image_form(PHOTO_PNG)).status_code == 200
 
 
 def test_batcher_runs_a_lone_call_at_once_and_groups_the_ones_that_queue() -> None:
