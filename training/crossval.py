@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from .averaging import average_of, scored
 from .build import set_up
-from .data import DataBundle
+from .data import DataBundle, TensorData
 from .loop import evaluate, train_one_epoch
 from .registry import ExperimentConfig
 
@@ -30,24 +30,37 @@ def fold_indices(n: int, folds: int) -> list[torch.Tensor]:
     return [part.sort().values for part in order.tensor_split(folds)]
 
 
-def run_fold(cfg: ExperimentConfig, data: DataBundle, folds: int, fold: int, runs_dir: Path,
-             device: torch.device) -> dict[str, Any]:
-    """Train on every fold but `fold` (numbered from 0), score `fold`; the held-out figures and their size."""
+def fit_and_score(cfg: ExperimentConfig, data: DataBundle, train: TensorData, held: TensorData, runs_dir: Path,
+                  device: torch.device, desc: str, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                  ) -> dict[str, Any]:
+    """Train the experiment from its start on `train`, score `held` (keys heldout_*); with `on_epoch`, also
+    after every epoch, handing it (epoch, scores): a study prunes hopeless trials there by raising."""
     started = time.perf_counter()
-    parts = fold_indices(len(data.train), folds)
-    held = parts[fold]
-    train = data.train.subset(torch.cat([p for i, p in enumerate(parts) if i != fold]).to(data.train.labels.device))
     # Plain fp32, as every fold was trained when the held-out figures in docs/RESULTS.md were measured.
     setup = set_up(cfg, data, device, runs_dir, train_size=len(train), precision="fp32", channels_last=False)
     model = setup.model
     average = average_of(model, cfg.ema_decay)
+    scores: dict[str, float] = {}
     for epoch in range(cfg.epochs):
         train_one_epoch(model, train, cfg, setup.optimizer, setup.scheduler, setup.gen, average=average,
-                        desc=f"{cfg.name} fold {fold + 1}/{folds} epoch {epoch + 1}/{cfg.epochs}")
-    held_out = data.train.subset(held.to(data.train.labels.device))
-    scores = evaluate(scored(model, average), held_out, cfg, prefix="heldout_")
-    return {"fold": fold + 1, "size": len(held), "train_size": len(train), **scores,
+                        desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}")
+        if on_epoch is not None or epoch + 1 == cfg.epochs:
+            scores = evaluate(scored(model, average), held, cfg, prefix="heldout_")
+        if on_epoch is not None:
+            on_epoch(epoch + 1, scores)
+    return {"size": len(held), "train_size": len(train), **scores,
             "parameters": sum(p.numel() for p in model.parameters()), "seconds": time.perf_counter() - started}
+
+
+def run_fold(cfg: ExperimentConfig, data: DataBundle, folds: int, fold: int, runs_dir: Path,
+             device: torch.device) -> dict[str, Any]:
+    """Train on every fold but `fold` (numbered from 0), score `fold`; the held-out figures and their size."""
+    parts = fold_indices(len(data.train), folds)
+    on = data.train.labels.device
+    train = data.train.subset(torch.cat([p for i, p in enumerate(parts) if i != fold]).to(on))
+    result = fit_and_score(cfg, data, train, data.train.subset(parts[fold].to(on)), runs_dir, device,
+                           desc=f"{cfg.name} fold {fold + 1}/{folds}")
+    return {"fold": fold + 1, **result}
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
