@@ -117,14 +117,16 @@ def _event(route: str, path: str, nested: bool) -> dict[str, Any]:
     return body
 
 
-def demo_files(store: Path, work: Path, seed: int = 0) -> Result:
-    """No file the demo did not receive is read, copied, hashed or served, whatever the route or spelling."""
+def demo_files(store: Path, work: Path, seed: int = 0, paths: int | None = None) -> Result:
+    """No file the demo did not receive is read, copied, hashed or served, whatever the route or spelling
+    (`paths`: that many of the spellings, drawn at random; all by default)."""
     work.mkdir(parents=True, exist_ok=True)
     rng, problems, sent = random.Random(seed), [], 0
     secrets = [Path(p).read_bytes()[:64] for p in ("/etc/passwd", "/etc/hostname")]
+    spellings = foreign_paths(rng, work)
     with serve_store(store, work / "demo_files.log") as server, Watch(server) as watch:
         ui = server.url + "/ui/gradio_api/"
-        for path in foreign_paths(rng, work):
+        for path in rng.sample(spellings, paths) if paths else spellings:
             for route in EVENT_ROUTES:
                 for nested in (False, True):
                     answer = httpx.post(ui + route, json=_event(route, path, nested), timeout=30)

@@ -106,7 +106,8 @@ def parse_form(body: bytes, content_type: str, uploads: frozenset[str]) -> Form:
     except FormParserError as err:
         raise BadInput(f"malformed multipart body: {err}") from None
     parts: dict[str, Part] = {}
-    all_parts = [_part(part_headers, part_chunks, uploads, charset) for part_headers, part_chunks in zip(headers, chunks)]
+    all_parts = [_part(part_headers, part_chunks, uploads, charset)
+                 for part_headers, part_chunks in zip(headers, chunks)]
     for part in all_parts:
         if not (part.is_file and part.name in parts):
             parts[part.name] = part

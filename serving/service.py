@@ -78,7 +78,9 @@ http = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def error_response(err: ServingError) -> JSONResponse:
-    return JSONResponse({"error": str(err)}, status_code=err.status)
+    retry = getattr(err, "retry_after_s", None)  # errors that pass with time say when to come back
+    return JSONResponse({"error": str(err)}, status_code=err.status,
+                        headers={"Retry-After": str(retry)} if retry else None)
 
 
 def form_value(text: str) -> Any:

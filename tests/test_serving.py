@@ -660,9 +660,9 @@ def test_errors_quote_at_most_a_few_words_of_what_the_client_sent(client: TestCl
     assert long_name.status_code == 400 and len(long_name.text) < 300, long_name.text[:300]
 
 
-@pytest.mark.parametrize("path, form", [("/classify", lambda: image_form(PHOTO_PNG)),
-                                        ("/reconstruct", lambda: {"files": {"image": ("x.png", PHOTO_PNG)}}),
-                                        ("/classify_batch", lambda: batch_form(npy(np.zeros((1, 1, 28, 28), np.uint8))))])
+@pytest.mark.parametrize("path, form", [
+    ("/classify", lambda: image_form(PHOTO_PNG)), ("/reconstruct", lambda: {"files": {"image": ("x.png", PHOTO_PNG)}}),
+    ("/classify_batch", lambda: batch_form(npy(np.zeros((1, 1, 28, 28), np.uint8))))])
 def test_every_upload_endpoint_reads_the_content_type_alike(client: TestClient, path: str,
                                                             form: Callable[[], dict[str, Any]]) -> None:
     request = client.build_request("POST", path, **form())
@@ -784,7 +784,7 @@ def test_every_upload_path_shares_the_process_budget(client: TestClient, store: 
     with runtime.DECODE_BUDGET.hold(64 * 2**20, deadline=0.0):  # every byte taken, as by other decodes
         for path, model in (("/classify", "fashion"), ("/reconstruct", "fashion_reconstruction")):
             busy = client.post(path, **image_form(PHOTO_PNG, model))
-            assert busy.status_code == 503 and "retry" in busy.json()["error"]
+            assert busy.status_code == 503 and "retry" in busy.json()["error"] and busy.headers["retry-after"] == "1"
         with pytest.raises(Overloaded):
             load_models(store).prepare("fashion", BLACK_PNG)  # the demo's way in, another ServedModels
     assert client.post("/classify", **image_form(PHOTO_PNG)).status_code == 200
