@@ -54,6 +54,18 @@ def cors_enabled() -> bool:
     return bool(BentoMLContainer.http.cors.enabled.get())
 
 
+def cors_origins_patched(origins: list[str]) -> Any:
+    """A context manager setting BentoML's CORS origins, which it reads once per process (tests use it)."""
+    return BentoMLContainer.access_control_options.patch({"allow_origins": origins})
+
+
+def form_parser() -> type:
+    """The class whose parse_request BentoML uses to read an upload form (tests watch it)."""
+    from _bentoml_impl.serde import MultipartSerde
+
+    return MultipartSerde
+
+
 # -- the server's behaviour
 
 class TimeoutMiddleware(traffic.TimeoutMiddleware):

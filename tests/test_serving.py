@@ -22,14 +22,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from _bentoml_impl.serde import MultipartSerde
-from bentoml._internal.configuration.containers import BentoMLContainer
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from starlette.testclient import TestClient
 
 from reliability import hostile
-from serving import runtime
+from serving import bentoml_compat, runtime
 from serving.batching import Batcher
 from serving.budget import MemoryBudget
 from serving.errors import BadInput, InvalidField, Overloaded
@@ -267,13 +265,14 @@ def test_uploads_are_answered_from_the_guards_parse_as_the_declared_apis_answer(
     """Every upload endpoint skips BentoML's second parse of the body (serving.service's docstring) and
     answers as its @bentoml.api declaration does when called in Python."""
     parsed: list[str] = []
-    parse = MultipartSerde.parse_request
+    serde = bentoml_compat.form_parser()
+    parse = serde.parse_request
 
-    async def recording(self: MultipartSerde, request: Any, cls: type) -> Any:
+    async def recording(self: Any, request: Any, cls: type) -> Any:
         parsed.append(request.url.path)
         return await parse(self, request, cls)
 
-    monkeypatch.setattr(MultipartSerde, "parse_request", recording)
+    monkeypatch.setattr(serde, "parse_request", recording)
     over_http = client.post("/classify", **image_form(PHOTO_PNG, top_k="4"))
     assert client.post("/reconstruct", files={"image": ("x.png", PHOTO_PNG)}).status_code == 200
     assert client.post("/classify_batch", **batch_form(npy(np.zeros((2, 1, 28, 28), np.uint8)))).status_code == 200
@@ -429,7 +428,7 @@ def test_an_empty_store_serves_nothing_and_is_not_ready(tmp_path: Path) -> None:
 def test_with_cors_on_every_answer_carries_its_headers(store: Path) -> None:
     cors = {"enabled": True, "access_control_allow_origins": ["https://example.org"]}
     # BentoML reads the CORS options once per process, and this process's first app had none.
-    with BentoMLContainer.access_control_options.patch({"allow_origins": cors["access_control_allow_origins"]}), \
+    with bentoml_compat.cors_origins_patched(cors["access_control_allow_origins"]), \
             serve(store, http={"cors": cors}) as client:
         origin = {"origin": "https://example.org"}
         classified = client.post("/classify", **image_form(PHOTO_PNG), headers=origin)
