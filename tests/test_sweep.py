@@ -130,12 +130,13 @@ def test_failed_trial_is_reported_and_the_others_kept(data_root: Path, tmp_path:
 
 
 def test_two_commands_share_one_study_without_running_a_trial_twice(data_root: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "training.sweep", "fashion_epochs", "--jobs", "1", "--device", "cpu",
+    """One command with two worker processes (--jobs 2) and one with one, started together on one storage."""
+    command = [sys.executable, "-m", "training.sweep", "fashion_epochs", "--device", "cpu",
                "--data-root", str(data_root), "--out", str(tmp_path / "sweeps"), "--runs-dir", str(tmp_path / "runs"),
                *[a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True) for _ in range(2)]
+    workers = [subprocess.Popen([*command, "--jobs", jobs], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for jobs in ("2", "1")]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     settings = _settings(data_root, tmp_path)
@@ -233,7 +234,7 @@ def test_worker_processes_are_dealt_out_over_the_gpus(monkeypatch) -> None:
 
     class Process:
         def __init__(self, target, args):
-            started.append(args[3:])
+            started.append(args[3:5])
             self.exitcode = 0
 
         def start(self) -> None: ...

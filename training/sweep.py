@@ -314,12 +314,16 @@ def _run_trial(study: Study, settings: Settings, trial: optuna.Trial, key: str) 
             return
         trial.report(scores[metric], step)
         if trial.should_prune():
+            log.info("%s: %s pruned after %s %d at %s %.4f", study.name, chosen.name,
+                     "fold" if study.folds else "epoch", step, study.metric, scores[metric])
             trial.set_user_attr("pruned_at", step)
             board.hparams({**chosen.factors, "state": f"pruned at {step}"}, {f"final/{study.metric}": scores[metric]})
             board.close()
             raise optuna.TrialPruned(f"{study.metric} {scores[metric]:.4f} after step {step}")
 
     result = _scorer(study)(study, chosen, settings, report)
+    log.info("%s: %s %s %.4f (%.0f s)", study.name, chosen.name, study.metric, result[study.metric],
+             result["seconds"])
     trial.set_user_attr("result", result)
     board.hparams({**chosen.factors, "state": "complete"}, {f"final/{study.metric}": result[study.metric]})
     board.close()
@@ -354,9 +358,14 @@ def _open(study: Study, settings: Settings) -> optuna.Study:
     return open_study(storage, study.name, _definition(study, settings), _sampler(study), _pruner(study))
 
 
-def _worker(study: Study, settings: Settings, budget: int, threads: int | None = None, gpu: int | None = None) -> None:
-    """One worker: take trials of the study in its storage until none is left to take or held by others."""
+def _worker(study: Study, settings: Settings, budget: int, threads: int | None = None, gpu: int | None = None,
+            level: int | None = None) -> None:
+    """One worker: take trials of the study in its storage until none is left to take or held by others.
+    A worker process is given its torch threads, GPU and log level (progress lines are its own)."""
     _init_worker(threads, gpu)
+    if level is not None:
+        logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        log.setLevel(level)
     work(_open(study, settings), lambda trial, key: _run_trial(study, settings, trial, key), budget, settings.poll_s)
 
 
@@ -376,8 +385,8 @@ def _run_workers(study: Study, settings: Settings, budget: int, jobs: int) -> No
     gpus = gpus_to_spread(settings.device)
     threads = max(1, _usable_cpus() // jobs)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
-    workers = [context.Process(target=_worker, args=(study, settings, budget, threads, i % gpus if gpus else None))
-               for i in range(jobs)]
+    workers = [context.Process(target=_worker, args=(study, settings, budget, threads, i % gpus if gpus else None,
+                                                     log.getEffectiveLevel())) for i in range(jobs)]
     for process in workers:
         process.start()
     for process in workers:
