@@ -37,7 +37,7 @@ import httpx
 import numpy as np
 import psutil
 
-from serving.runtime import create_session
+from serving.loading import create_session
 from training.provenance import hardware, utc_now
 from training.store import MODEL_FILE, latest
 

@@ -21,14 +21,17 @@ from fastapi import FastAPI
 
 from serving import gradio_compat
 from serving.asgi import send_json
+from serving.runtime import ServedModels
 from serving.ui_guard import CACHE_AGE_S, CACHE_CHECK_S, DemoGuard
 
 from .ui import LAUNCH_OPTIONS
 
 
 def ui_app(blocks: gr.Blocks | None = None, started: Callable[[], Callable[[], None] | None] | None = None,
-           login: Callable[[str, str], bool] | None = None) -> FastAPI:
-    """A FastAPI app serving `blocks` (default: the demo over the store, demo.app.build) at its root.
+           login: Callable[[str, str], bool] | None = None,
+           models: Callable[[], ServedModels] | None = None) -> FastAPI:
+    """A FastAPI app serving `blocks` (default: the demo over `models()`, or over the store, following it:
+    demo.app.build) at its root.
 
     The page is built, and its models loaded, when the app starts (its lifespan), not when this is called:
     BentoML's supervisor process imports the service, and so calls this, but never starts its apps, so it
@@ -38,7 +41,7 @@ def ui_app(blocks: gr.Blocks | None = None, started: Callable[[], Callable[[], N
     BentoML runs the lifespan only of mounted Starlette apps, and Gradio's queue starts in it.
     """
     gradio_compat.check_version()
-    page = _Page(blocks, started, login)
+    page = _Page(blocks, started, login, models)
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, lifespan=page.lifespan)
     app.add_middleware(DemoGuard, page=page.blocks_serving, login=login is not None)
     app.mount("/", page)
@@ -54,17 +57,17 @@ class _Page:
     """
 
     def __init__(self, blocks: gr.Blocks | None, started: Callable[[], Callable[[], None] | None] | None,
-                 login: Callable[[str, str], bool] | None = None):
-        self.blocks, self.started, self.login = blocks, started, login
+                 login: Callable[[str, str], bool] | None = None, models: Callable[[], ServedModels] | None = None):
+        self.blocks, self.started, self.login, self.models = blocks, started, login, models
         self.running: list[tuple[FastAPI, gr.Blocks]] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        blocks = self.blocks
+        blocks, following = self.blocks, None
         if blocks is None:
             from .app import build  # the page over the store: only when a server starts
 
-            blocks = build()
+            blocks, following = build(self.models() if self.models else None)
         if blocks.delete_cache is None:  # Blocks' own setting, read when the app is made: see serving.ui_guard
             blocks.delete_cache = (CACHE_CHECK_S, CACHE_AGE_S)
         app = gr.mount_gradio_app(FastAPI(docs_url=None, redoc_url=None, openapi_url=None), blocks, path="/",
@@ -76,8 +79,9 @@ class _Page:
                 yield
             finally:
                 self.running.remove((app, blocks))
-                if stopping is not None:
-                    stopping()
+                for stop in (stopping, following):
+                    if stop is not None:
+                        stop()
 
     def blocks_serving(self) -> gr.Blocks | None:
         """The Gradio app answering now, or None before the page has started."""

@@ -128,10 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DOCS)
     args = parser.parse_args(argv)
-    from .app import build
-    from .ui import LAUNCH_OPTIONS
+    from serving.runtime import load_models, store_from_env
 
-    demo, port = build(), free_port()
+    from .ui import LAUNCH_OPTIONS, build_demo
+
+    demo, port = build_demo(load_models(store_from_env())), free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
     try:
         with tempfile.TemporaryDirectory(prefix="demo-chromium-") as profile:

@@ -15,11 +15,13 @@ import numpy as np
 from PIL import Image
 
 from serving.errors import ServingError
+from serving.loading import RECONSTRUCT
 from serving.runtime import HEART_MODEL, ServedModel, ServedModels
 from training.preprocessing import is_blank
 from training.registry import EXPERIMENTS, beats_target
 from training.tabular import HEART_FEATURES
 
+EVERY_LABEL = 1000     # a top_k past any model's label count: every label, best first
 UNSURE_BELOW = 0.5     # top probability under which the demo says the model is unsure instead of answering
 ENLARGE = 8            # "what the model sees" is shown 8x larger (28 -> 224, 32 -> 256 pixels), pixel for pixel
 FLAT_BELOW = 0.05      # a colour input whose values span less than this (of full range) shows nothing
@@ -160,14 +162,13 @@ def classify(models: ServedModels, name: str, image: bytes | None) -> Classifica
     """Classify one picture with model `name`; blank pictures and unsure answers are said as such."""
     if image is None:
         return Classification(None, None, DRAW_SOMETHING)
-    try:
-        pixels = models.prepare(name, image)  # (C, H, W) float32 in [0, 1]
-        if shows_nothing(pixels):
-            return Classification(None, enlarged(pixels), DRAW_SOMETHING if is_blank(pixels) else BLANK_PICTURE)
-        labels = models.models[name].labels  # prepare() has checked that `name` is a loaded classifier
-        answer = models.answer(name, models.probabilities(name, pixels[None])[0], top_k=len(labels))
+    try:  # pixels: what the model saw, (C, H, W) float32 in [0, 1]; the answer names the version that saw it
+        pixels, answer = models.classify_seen(name, image, top_k=EVERY_LABEL)
     except ServingError as err:
         return Classification(None, None, f"**Cannot classify this picture:** {err}")
+    if shows_nothing(pixels):
+        return Classification(None, enlarged(pixels), DRAW_SOMETHING if is_blank(pixels) else BLANK_PICTURE)
+    labels = models.models[name].labels
     confidences = {t["label"]: t["probability"] for t in answer["top"]}
     best, p = answer["label"], answer["top"][0]["probability"]
     if p < UNSURE_BELOW:
@@ -202,7 +203,7 @@ def reconstruct(models: ServedModels, name: str, image: bytes | None, noise: flo
         return Reconstruction(None, None, None, f"**Cannot reconstruct:** {name!r} is not a loaded autoencoder; "
                                                 f"these are: {', '.join(reconstructors(models)) or 'none'}")
     try:
-        clean = models.prepare(name, image, "/reconstruct")  # (C, H, W) in [0, 1], within the decoding budget
+        clean = models.prepare(name, image, RECONSTRUCT)  # (C, H, W) in [0, 1], within the decoding budget
     except ServingError as err:
         return Reconstruction(None, None, None, f"**Cannot read this picture:** {err}")
     if shows_nothing(clean):
@@ -212,7 +213,7 @@ def reconstruct(models: ServedModels, name: str, image: bytes | None, noise: flo
     noisy_image = as_image(noisy)
     try:
         # In training form already (the model's size, dark background), so preprocessing passes it through.
-        rebuilt = models.reconstruct(name, noisy_image)
+        rebuilt, served = models.reconstruct(name, noisy_image)
     except ServingError as err:
         return Reconstruction(None, None, None, f"**Cannot reconstruct:** {err}")
     noisy = np.asarray(noisy_image, dtype=np.float32) / 255.0  # what the model got, to 8 bits

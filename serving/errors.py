@@ -15,6 +15,14 @@ class BadInput(ServingError):
     status = 400
 
 
+class WrongKind(BadInput):
+    """A model asked to do what it does not (a classifier given a reconstruction); `kind` is what it does."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
 class UnknownModel(ServingError):
     status = 404
 

@@ -9,11 +9,11 @@ training.preprocessing, the module training uses, with each model's ImageSpec fr
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import threading
 import time
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,20 +24,19 @@ import onnxruntime as ort
 from PIL import Image
 from pydantic import ValidationError
 
-from training.files import sha256_bytes
 from training.preprocessing import (DEFAULT_MAX_PIXELS, ImageError, ImageHeader, ImageSpec, decode, prepare_image,
                                     read_header)
-from training.store import MANIFEST_FILE, MODEL_FILE, latest, published_names, read_manifest
+from training.store import StoreError, live, published_names, read_manifest, version_dir, versions
 
 from .batching import Batcher
 from .budget import MemoryBudget, give_big_blocks_back
-from .errors import BadInput, InvalidField, NotReady, Overloaded, UnknownModel, describe_validation_errors
+from .errors import BadInput, InvalidField, NotReady, Overloaded, UnknownModel, WrongKind, describe_validation_errors
+from .loading import CLASSIFY, CUDA, RECONSTRUCT, TABULAR, ServedModel, files_key, load_model
 from .npy import read_npy
-from .tabular import HeartRow, check_tabular_spec, encode_row
+from .tabular import HeartRow, encode_row
 
 log = logging.getLogger(__name__)
 
-CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 HEART_MODEL = "heart"          # the one tabular model, served at POST /heart
 MAX_PIXELS = DEFAULT_MAX_PIXELS  # decoded image size limit, checked from the header before decoding
 MAX_BATCH_IMAGES = 1024        # images per /classify_batch request (1024 x 3x32x32 float32 = 12 MiB)
@@ -62,182 +61,7 @@ BIG_PREPARE_THREADS = 2  # the big lane, for every caller
 MALLOC_MMAP_BYTES = 2**20  # allocations this big go back to the system when freed (serving.budget)
 DEFAULT_TOP_K = 3
 STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # where the service and the demo read models
-_ORT_WARNING, _ORT_FATAL = 2, 4  # onnxruntime log severities: 2 is its default, 4 shows only fatal errors
-
-
-def usable_cpus() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def session_options() -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = usable_cpus()  # one pool per model; small graphs rarely use them all
-    options.inter_op_num_threads = 1              # our graphs are single chains: nothing to run in parallel
-    # Idle pool threads sleep instead of spinning, so several models and the web server share the cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3                # errors only, from this session
-    return options
-
-
-def create_session(model: bytes, try_cuda: bool) -> ort.InferenceSession:
-    """A session on CUDA when it really works, else on CPU; get_providers()[0] says which.
-
-    onnxruntime-gpu lists CUDA as available whenever it was built with it, even on a machine without a
-    GPU or without cuDNN; creating the session is the real test. Its failure is logged in red by the
-    process-wide logger, so that logger is muted for the attempt: the outcome is logged once by us.
-    """
-    if not try_cuda:
-        return ort.InferenceSession(model, session_options(), providers=[CPU])
-    ort.set_default_logger_severity(_ORT_FATAL)
-    try:
-        return ort.InferenceSession(model, session_options(), providers=[CUDA, CPU])
-    finally:
-        ort.set_default_logger_severity(_ORT_WARNING)
-
-
-@dataclass
-class ServedModel:
-    """One published model: its manifest, and its session once verified and loaded."""
-
-    name: str
-    version: str | None
-    manifest: dict[str, Any] = field(default_factory=dict)
-    session: ort.InferenceSession | None = None
-    error: str | None = None  # why it is not ready
-
-    @property
-    def ready(self) -> bool:
-        return self.session is not None
-
-    @property
-    def provider(self) -> str | None:
-        return self.session.get_providers()[0] if self.session else None
-
-    @property
-    def task(self) -> str | None:
-        return self.manifest.get("task")
-
-    @property
-    def endpoint(self) -> str:
-        """Where this model is served: /heart for the table model, /reconstruct, or /classify."""
-        if "tabular" in self.manifest.get("preprocessing", {}):
-            return "/heart"
-        return "/reconstruct" if self.task == "reconstruct" else "/classify"
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.manifest.get("labels", []))
-
-    @property
-    def image_spec(self) -> ImageSpec:
-        return ImageSpec.from_dict(self.manifest["preprocessing"]["image"])
-
-    @property
-    def tabular(self) -> dict[str, Any]:
-        return self.manifest["preprocessing"]["tabular"]
-
-    @property
-    def threshold(self) -> float:
-        """A tabular model's probability from which labels[1] is answered (serving.tabular)."""
-        return float(self.tabular.get("threshold", 0.5))
-
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        """The graph's one output for float32 `inputs`."""
-        name_in, name_out = self.manifest["input"]["name"], self.manifest["output"]["name"]
-        return self.session.run([name_out], {name_in: inputs})[0]
-
-    def describe(self) -> dict[str, Any]:
-        """The manifest facts a client needs, and whether and where the model runs."""
-        m = self.manifest
-        return {"name": self.name, "version": self.version, "ready": self.ready, "error": self.error,
-                "provider": self.provider, "task": m.get("task"), "labels": m.get("labels"),
-                "input": m.get("input"), "output": m.get("output"),
-                "preprocessing": m.get("preprocessing"), "metrics": m.get("metrics"),
-                "sha256": m.get("sha256"), "report_figure": m.get("report_figure")}
-
-
-def _check_manifest(manifest: Mapping[str, Any], session: ort.InferenceSession) -> None:
-    """Raise ValueError when the manifest does not describe the graph or how to feed it."""
-    (graph_in,), outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
-    if manifest["input"]["name"] != graph_in.name or manifest["output"]["name"] not in outputs:
-        raise ValueError(f"manifest names input {manifest['input']['name']!r} / output "
-                         f"{manifest['output']['name']!r}; the graph has {graph_in.name!r} / {outputs}")
-    if manifest.get("task") == "classify":  # every class the graph answers needs its label, and no more
-        (answer,) = [o for o in session.get_outputs() if o.name == manifest["output"]["name"]]
-        classes, labels = answer.shape[-1], len(manifest.get("labels", []))
-        if isinstance(classes, int) and labels != (2 if classes == 1 else classes):  # 1: one probability of two
-            raise ValueError(f"the manifest lists {labels} labels for a graph of {classes} outputs")
-    if "tabular" in manifest.get("preprocessing", {}):
-        width = graph_in.shape[1] if isinstance(graph_in.shape[1], int) else None
-        check_tabular_spec(manifest["preprocessing"]["tabular"], width)
-    else:
-        spec = ImageSpec.from_dict(manifest["preprocessing"]["image"])
-        if list(manifest["input"]["shape"][1:]) != [spec.channels, spec.height, spec.width]:
-            raise ValueError(f"input shape {manifest['input']['shape']} does not match the image spec {spec}")
-
-
-# Loaded models by the files they were loaded from: the service and the demo it mounts read the same
-# store in one process, and share one session per model instead of loading each twice. Weak values: a
-# session lives as long as something serves it; a file changed since gets a new entry.
-_loaded: weakref.WeakValueDictionary[tuple, ServedModel] = weakref.WeakValueDictionary()
-_loading = threading.Lock()
-
-
-def load_model(store: Path, name: str, try_cuda: bool) -> ServedModel:
-    """The latest version of `name`, its file verified against the manifest's sha256 before loading.
-
-    The bytes that were hashed are the bytes given to ONNX Runtime, so a file swapped after the
-    check cannot be loaded unverified. Never raises: a failure is kept as the model's error.
-    Models already loaded in this process from the same unchanged files are shared, not loaded again.
-    """
-    version_dir = latest(store, name)
-    key = _files_key(name, version_dir, try_cuda)
-    with _loading:
-        served = _loaded.get(key) if key else None
-        if served is None:
-            served = _load(store, name, version_dir, try_cuda)
-            if key and served.ready:  # a failure is retried by the next load
-                _loaded[key] = served
-    return served
-
-
-def _files_key(name: str, version_dir: Path | None, try_cuda: bool) -> tuple | None:
-    """What identifies model `name`'s files on disk, or None. The name is in it because one folder reached
-    under two names (a link) is two models; the change time because no one can set it back: a file
-    rewritten in place, modification time restored, is read and verified again."""
-    if version_dir is None:
-        return None
-    try:
-        stats = [os.stat(version_dir / file) for file in (MANIFEST_FILE, MODEL_FILE)]
-    except OSError:  # a file missing: nothing to share, and loading says what is wrong
-        return None
-    return (name, str(version_dir.resolve()), try_cuda,
-            *((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in stats))
-
-
-def _load(store: Path, name: str, version_dir: Path | None, try_cuda: bool) -> ServedModel:
-    served = ServedModel(name, version_dir.name if version_dir else None)
-    try:
-        served.manifest = read_manifest(version_dir)
-        model = (version_dir / MODEL_FILE).read_bytes()
-        if sha256_bytes(model) != served.manifest.get("sha256"):
-            raise ValueError(f"{version_dir / MODEL_FILE} does not match the sha256 in its manifest "
-                             "(corrupted or replaced)")
-        session = create_session(model, try_cuda)
-        _check_manifest(served.manifest, session)
-        served.session = session
-    except Exception as err:  # one bad model must not stop the others: it is reported instead
-        served.error = _without_store_path(f"{type(err).__name__}: {err}", store)
-    return served
-
-
-def _without_store_path(message: str, store: Path) -> str:
-    """`message` with the store's location on this server cut out of file paths, as clients read it in
-    /models and 503s: "digits/v2/model.onnx" says what is wrong without mapping the server's disk."""
-    for prefix in sorted({str(store.resolve()), str(store.absolute()), str(store)}, key=len, reverse=True):
-        message = message.replace(prefix + os.sep, "")
-    return message
+MAX_PINNED = 4  # versions other than the live one a process keeps loaded for `name@vN` requests, at most
 
 
 def store_from_env() -> Path:
@@ -246,7 +70,7 @@ def store_from_env() -> Path:
 
 
 def load_models(store: Path, on_batch: Callable[[str, int], None] | None = None) -> "ServedModels":
-    """Every published model of `store`, latest version each; the names found are the allow-list.
+    """Every published model of `store`, its live version each; the names found are the allow-list.
 
     `on_batch(name, size)` is told the size of every shared ONNX Runtime call (for metrics).
     """
@@ -259,7 +83,7 @@ def load_models(store: Path, on_batch: Callable[[str, int], None] | None = None)
         if try_cuda and served.ready and served.provider != CUDA:
             log.info("CUDA is listed by onnxruntime but does not work here; serving on CPU")
             try_cuda = False  # found out once; the other models go straight to CPU
-    return ServedModels(store, models, on_batch)
+    return ServedModels(store, models, on_batch, try_cuda=try_cuda)
 
 
 # -- preparing images: every upload a process decodes goes through here (the API and the demo alike)
@@ -346,12 +170,22 @@ def top_labels(served: ServedModel, probabilities: np.ndarray, top_k: int) -> li
 
 @dataclass
 class ServedModels:
-    """The models of one store, by name; the only way a request reaches a model."""
+    """The models of one store, by name; the only way a request reaches a model.
+
+    `models` holds each name's live version. refresh() (called by serving.following when the store
+    changes) loads a new live version beside the old one and swaps it in only once it has verified and
+    answered; a request holds the version it started with until it is answered. "name@vN" asks for a
+    version by name: loaded on first use, MAX_PINNED of them kept, least recently used let go.
+    """
 
     store: Path
     models: dict[str, ServedModel]
     on_batch: Callable[[str, int], None] | None = None
-    _batchers: dict[str, Batcher] = field(default_factory=dict, repr=False)
+    on_swap: Callable[[str, str | None, str], None] | None = None  # (name, version, "ok" or "failed")
+    try_cuda: bool = False
+    failures: dict[str, str] = field(default_factory=dict)  # name -> why its live pointer is not served
+    _pinned: collections.OrderedDict = field(default_factory=collections.OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def ready(self) -> bool:
@@ -359,55 +193,125 @@ class ServedModels:
         return bool(self.models) and all(m.ready for m in self.models.values())
 
     def describe(self) -> dict[str, Any]:
-        return {"ready": self.ready, "models": {name: m.describe() for name, m in self.models.items()}}
+        return {"ready": self.ready, "models": {name: {**m.describe(), **self._lifecycle(name, m)}
+                                                for name, m in self.models.items()}}
 
-    def get(self, name: str, endpoint: str) -> ServedModel:
-        """The loaded model `name` served at `endpoint`; 404 for a name not in the store, 503 if it failed to load."""
+    def _lifecycle(self, name: str, served: ServedModel) -> dict[str, Any]:
+        """Where `name` stands in the store: its versions with their figures, what is loaded, what failed."""
+        pinned = sorted(v for (n, v) in self._pinned if n == name)
+        listed = []
+        for folder in versions(self.store, name):
+            manifest = _manifest_or_none(folder)
+            metrics = (manifest or {}).get("metrics", {})
+            listed.append({"version": folder.name, "test_figure": _figure(metrics),
+                           "published": (manifest or {}).get("provenance", {}).get("finished_at"),
+                           "loaded": folder.name == served.version or folder.name in pinned})
+        return {"live": served.version, "versions": listed, "pinned": pinned, "failed": self.failures.get(name)}
+
+    def get(self, model: str, kind: str) -> ServedModel:
+        """The loaded model `model` ("name", or "name@vN" for a version), which must be a `kind` model (KINDS);
+        404 for a name or version not in the store, 503 if it failed to load or verify."""
+        name, _, version = model.partition("@")
         served = self.models.get(name)
         if served is None:
             known = ", ".join(sorted(self.models)) or "none (the store is empty)"
-            raise UnknownModel(f"unknown model {name!r}; models served: {known}")
+            raise UnknownModel(f"unknown model {name[:64]!r}; models served: {known}")
+        if version and version != served.version:
+            served = self._pinned_version(name, version)
         if not served.ready:
             raise NotReady(f"model {name!r} ({served.version}) is not available: {served.error}")
-        if served.endpoint != endpoint:
-            raise BadInput(f"model {name!r} is a {served.task} model: use POST {served.endpoint}")
+        if served.kind != kind:
+            raise WrongKind(f"model {name!r} is a {served.kind} model, not a {kind} one", served.kind)
         return served
+
+    def _pinned_version(self, name: str, version: str) -> ServedModel:
+        with self._lock:
+            served = self._pinned.pop((name, version), None)
+            if served is None:
+                try:
+                    folder = version_dir(self.store, name, version)
+                except StoreError as err:
+                    raise UnknownModel(str(err)[:300]) from None
+                served = load_model(self.store, name, self.try_cuda, folder)
+            self._pinned[(name, version)] = served  # the most recently used last
+            while len(self._pinned) > MAX_PINNED:
+                self._pinned.popitem(last=False)
+            return served
+
+    # -- following the store's live pointers
+
+    def refresh(self) -> list[str]:
+        """Serve each name's live version as the store now says: a changed one is loaded, verified and
+        warmed up beside the old, and swapped in only then. Names swapped, in order."""
+        swapped = []
+        for name in sorted(set(published_names(self.store)) | set(self.models)):
+            current = self.models.get(name)
+            try:
+                folder = live(self.store, name)
+            except StoreError as err:
+                self._failed(name, None, str(err))
+                continue
+            if folder is None or (current is not None and current.files is not None
+                                  and current.files == files_key(name, folder, self.try_cuda)):
+                continue  # nothing published (the folder went: keep serving), or unchanged
+            candidate = load_model(self.store, name, self.try_cuda, folder)
+            try:
+                if not candidate.ready:
+                    raise ValueError(candidate.error)
+                candidate.warm_up()
+            except Exception as err:  # the old version keeps serving
+                self._failed(name, folder.name, f"{type(err).__name__}: {err}" if candidate.ready else str(err))
+                continue
+            self.models[name] = candidate  # one assignment: a request sees the old version or the new
+            self.failures.pop(name, None)
+            swapped.append(name)
+            log.info("now serving %s %s (was %s)", name, candidate.version, current.version if current else "none")
+            if self.on_swap is not None:
+                self.on_swap(name, candidate.version, "ok")
+        return swapped
+
+    def _failed(self, name: str, version: str | None, why: str) -> None:
+        message = f"{version or 'the live version'} was not swapped in: {why}"
+        if self.failures.get(name) != message:  # said once, not at every look at the store
+            self.failures[name] = message
+            log.error("%s: %s; still serving %s", name, message,
+                      getattr(self.models.get(name), "version", None) or "nothing")
+            if self.on_swap is not None:
+                self.on_swap(name, version, "failed")
 
     # -- images
 
-    def prepare(self, name: str, image: bytes | Image.Image, endpoint: str = "/classify") -> np.ndarray:
-        """(C, H, W) float32 in [0, 1]: `image` in the form model `name`, served at `endpoint`, was trained on.
+    def prepare(self, name: str, image: bytes | Image.Image, kind: str = CLASSIFY) -> np.ndarray:
+        """(C, H, W) float32 in [0, 1]: `image` in the form model `name`, a `kind` model, was trained on.
 
         Decoded within the process's decoding budget, like every upload (DECODE_BUDGET_BYTES)."""
-        return _prepare(image, self.get(name, endpoint).image_spec)
+        return _prepare(image, self.get(name, kind).image_spec)
 
     def probabilities(self, name: str, pixels: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities for (N, C, H, W) float32 pixels in [0, 1]: one ONNX Runtime call."""
-        out = self.get(name, "/classify").run(np.ascontiguousarray(pixels, dtype=np.float32))
-        if out.shape[1] == 1:  # a binary graph answers one probability, of the second label (_check_manifest)
-            out = np.concatenate([1 - out, out], axis=1)
-        return out
-
-    def answer(self, name: str, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
-        """POST /classify's answer shape for one image's probabilities."""
-        served = self.get(name, "/classify")
-        (best,) = top_labels(served, probabilities[None], _top_k(top_k))
-        return {"model": name, "version": served.version, **best, "provider": served.provider}
+        return _probabilities(self.get(name, CLASSIFY), pixels)
 
     def classify(self, name: str, image: bytes | Image.Image, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify one image (encoded bytes or a PIL image) with model `name`."""
-        pixels = self.prepare(name, image)
-        return self.answer(name, self.probabilities(name, pixels[None])[0], top_k)
+        return self.classify_seen(name, image, top_k)[1]
+
+    def classify_seen(self, name: str, image: bytes | Image.Image,
+                      top_k: int = DEFAULT_TOP_K) -> tuple[np.ndarray, dict[str, Any]]:
+        """classify()'s answer and the prepared input it was given, (C, H, W) (what the demo shows)."""
+        served = self.get(name, CLASSIFY)
+        pixels = _prepare(image, served.image_spec)
+        return pixels, _answer(served, _probabilities(served, pixels[None])[0], top_k)
 
     async def classify_shared(self, name: str, image: bytes | Image.Image,
                               top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """classify() for an event loop: the image is prepared in a lane thread unless it is small, and
-        the ONNX Runtime call is shared with the concurrent requests for the same model (serving.batching)."""
-        pixels = await _prepare_async(image, self.get(name, "/classify").image_spec)
-        if name not in self._batchers:
-            observe = None if self.on_batch is None else (lambda size: self.on_batch(name, size))
-            self._batchers[name] = Batcher(lambda batch: self.probabilities(name, batch), MAX_SHARED_BATCH, observe)
-        return self.answer(name, await self._batchers[name](pixels), top_k)
+        the ONNX Runtime call is shared with the concurrent requests for the same version (serving.batching)."""
+        served = self.get(name, CLASSIFY)
+        pixels = await _prepare_async(image, served.image_spec)
+        if served.batcher is None:
+            observe = None if self.on_batch is None else (lambda size: self.on_batch(served.name, size))
+            served.batcher = Batcher(lambda batch: _probabilities(served, batch), MAX_SHARED_BATCH, observe)
+        return _answer(served, await served.batcher(pixels), top_k)
 
     def classify_array(self, name: str, array: np.ndarray | bytes, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify (N, C, H, W) images already in training form: uint8 0-255 or float32 in [0, 1].
@@ -415,34 +319,60 @@ class ServedModels:
         `array` may be the bytes of an .npy file. No preprocessing is applied: this is the path for
         test sets and throughput, so the pixels must already be what the model was trained on.
         """
-        served = self.get(name, "/classify")
+        served = self.get(name, CLASSIFY)
         pixels = _batch_pixels(read_npy(array) if isinstance(array, bytes) else np.asarray(array), served)
-        probabilities = self.probabilities(name, pixels)
-        k = _top_k(top_k)
-        return {"model": name, "version": served.version, "provider": served.provider, "count": len(pixels),
-                "results": top_labels(served, probabilities, k)}
+        probabilities = _probabilities(served, pixels)
+        return {"model": served.name, "version": served.version, "provider": served.provider,
+                "count": len(pixels), "results": top_labels(served, probabilities, _top_k(top_k))}
 
-    def reconstruct(self, name: str, image: bytes | Image.Image) -> Image.Image:
-        """The autoencoder's output for `image`, as an 8-bit greyscale or RGB image."""
-        served = self.get(name, "/reconstruct")
-        pixels = self.prepare(name, image, "/reconstruct")
+    def reconstruct(self, name: str, image: bytes | Image.Image) -> tuple[Image.Image, ServedModel]:
+        """The autoencoder's output for `image`, as an 8-bit greyscale or RGB image, and the version that made it."""
+        served = self.get(name, RECONSTRUCT)
+        pixels = _prepare(image, served.image_spec)
         out = np.clip(served.run(pixels[None])[0], 0.0, 1.0)  # (C, H, W)
         as_uint8 = np.round(out * 255).astype(np.uint8)
-        return Image.fromarray(as_uint8[0], mode="L") if len(as_uint8) == 1 else \
+        picture = Image.fromarray(as_uint8[0], mode="L") if len(as_uint8) == 1 else \
             Image.fromarray(as_uint8.transpose(1, 2, 0), mode="RGB")
+        return picture, served
 
     # -- tabular
 
-    def predict_heart(self, row: HeartRow | Mapping[str, Any]) -> dict[str, Any]:
+    def predict_heart(self, row: HeartRow | Mapping[str, Any], model: str = HEART_MODEL) -> dict[str, Any]:
         """Probability of heart disease for one row with the data set's columns (see HeartRow)."""
-        if HEART_MODEL not in self.models:
-            raise NotReady("no heart model is published yet: train and publish one, then restart the service")
-        served = self.get(HEART_MODEL, "/heart")
+        if model.partition("@")[0] not in self.models:
+            raise NotReady("no heart model is published yet: train and publish one (python -m training.fit "
+                           "heart_mlp); the service serves it within seconds")
+        served = self.get(model, TABULAR)
         if not isinstance(row, HeartRow):
             row = validate_heart_row(row)
         probability = float(served.run(encode_row(row, served.tabular)).reshape(-1)[0])
         return {"probability": probability, "label": served.labels[int(probability >= served.threshold)],
                 "version": served.version, "provider": served.provider}
+
+
+def _probabilities(served: ServedModel, pixels: np.ndarray) -> np.ndarray:
+    out = served.run(np.ascontiguousarray(pixels, dtype=np.float32))
+    if out.shape[1] == 1:  # a binary graph answers one probability, of the second label (loading.check_manifest)
+        out = np.concatenate([1 - out, out], axis=1)
+    return out
+
+
+def _answer(served: ServedModel, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
+    """POST /classify's answer for one image's probabilities, naming the version that gave them."""
+    (best,) = top_labels(served, probabilities[None], _top_k(top_k))
+    return {"model": served.name, "version": served.version, **best, "provider": served.provider}
+
+
+def _figure(metrics: Mapping[str, Any]) -> float | None:
+    """A version's headline test figure: accuracy for a classifier, MSE for an autoencoder."""
+    return next((metrics[k] for k in ("test_accuracy", "test_mse") if isinstance(metrics.get(k), (int, float))), None)
+
+
+def _manifest_or_none(folder: Path) -> dict[str, Any] | None:
+    try:
+        return read_manifest(folder)
+    except (OSError, ValueError):
+        return None
 
 
 def validate_heart_row(row: Mapping[str, Any]) -> HeartRow:

@@ -43,10 +43,12 @@ from demo.mount import ui_app
 from serving import bentoml_compat, http_limits
 from serving.auth import KEYS_ENV, KeyGuard, keys_from_env, metrics_open
 from serving.overload import InFlightLimit, limit_from_env
-from serving.errors import InvalidField, ServingError, describe_validation_errors
+from serving.errors import InvalidField, ServingError, WrongKind, describe_validation_errors
+from serving.following import StoreFollower
 from serving.form import Form
 from serving.guard import RequestGuard
-from serving.runtime import DEFAULT_TOP_K, load_models, store_from_env
+from serving.loading import CLASSIFY, RECONSTRUCT, TABULAR
+from serving.runtime import DEFAULT_TOP_K, HEART_MODEL, load_models, store_from_env
 from serving.tabular import HeartRow
 from serving.watchdog import Watchdog, stall_limit
 
@@ -56,13 +58,15 @@ UI_PATH = "/ui"  # the demo
 MAX_BODY_BYTES = 20 * 1024 * 1024  # a phone photo, or 1024 CIFAR-sized float32 images in one .npy
 MAX_JSON_BYTES = 64 * 1024         # a heart row is about 250 bytes; nothing sent as JSON needs more
 
-ModelName = Annotated[str, Field(description="a model name listed by GET /models", examples=["fashion"])]
+ModelName = Annotated[str, Field(description="a model name listed by GET /models, or name@vN for one of its "
+                                             "versions", examples=["fashion"])]
 # strict: a form's "true", "3.0" or "1e3" is not a count (form text is read as JSON first: "3" is 3)
 TopK = Annotated[int, Field(ge=1, le=1000, strict=True, description="how many labels to return, best first")]
 ImageFile = Annotated[Path, Field(description="PNG, JPEG, GIF, BMP or WebP; any size, greyscale or colour")]
 NpyFile = Annotated[Path, Field(description="numpy.save of an (N, C, H, W) uint8 or float32 array in [0, 1]")]
 
 
+ROUTES = {CLASSIFY: "/classify", RECONSTRUCT: "/reconstruct", TABULAR: "/heart"}  # where each kind of model answers
 UPLOAD_SUFFIX = "_upload"  # ModelService.<api>_upload(**fields as bytes and values) answers upload endpoint <api>
 SYNC_THREADS = 2  # threads per worker for the synchronous endpoints (see @bentoml.service below)
 
@@ -73,13 +77,27 @@ LOOPBACK = "127.0.0.1"
 BATCH_SIZES = prometheus_client.Histogram("classify_onnx_batch_size", "images per shared ONNX Runtime call",
                                           ["model"], buckets=(1, 2, 4, 8, 16, 32, 64))
 
+# The lifecycle of each model: its live version swapped in (or not) and which version is live now.
+SWAPS = prometheus_client.Counter("model_swaps_total", "live versions loaded: started, ok (swapped in) or "
+                                  "failed (the previous one kept serving)", ["model", "result"])
+LIVE_VERSION = prometheus_client.Gauge("model_live_version", "the number N of the live version vN",
+                                       ["model"], multiprocess_mode="liveall")
+
+
+def record_swap(name: str, version: str | None, result: str) -> None:
+    SWAPS.labels(model=name, result=result).inc()
+    if result != "failed" and version:
+        LIVE_VERSION.labels(model=name).set(int(version.removeprefix("v")))
+
+
 # Extra routes BentoML's @bentoml.api cannot declare (it makes POST routes only).
 http = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def error_response(err: ServingError) -> JSONResponse:
+    message = f"{err}: use POST {ROUTES[err.kind]}" if isinstance(err, WrongKind) else str(err)
     retry = getattr(err, "retry_after_s", None)  # errors that pass with time say when to come back
-    return JSONResponse({"error": str(err)}, status_code=err.status,
+    return JSONResponse({"error": message}, status_code=err.status,
                         headers={"Retry-After": str(retry)} if retry else None)
 
 
@@ -132,13 +150,18 @@ def started() -> Callable[[], None]:
 # http.host: only this machine can connect unless asked (`--host 0.0.0.0` or BENTOML_HOST=0.0.0.0).
 @bentoml.service(name="classic-dl", traffic={"timeout": 60}, threads=SYNC_THREADS, http={"host": LOOPBACK})
 @bentoml.asgi_app(http, path="/")
-@bentoml.asgi_app(ui_app(started=started, login=demo_login()), path=UI_PATH)
+@bentoml.asgi_app(ui_app(started=started, login=demo_login(), models=lambda: bentoml.get_current_service().models),
+                  path=UI_PATH)
 class ModelService:
     """Classifiers, the autoencoder and the heart model of models_store/, one ONNX Runtime session each."""
 
     def __init__(self) -> None:
         store = store_from_env()  # read when the service starts
         self.models = load_models(store, on_batch=lambda name, size: BATCH_SIZES.labels(model=name).observe(size))
+        self.models.on_swap = record_swap
+        self.follower: StoreFollower | None = None
+        for name, served in self.models.models.items():
+            record_swap(name, served.version, "started" if served.ready else "failed")
         for served in self.models.models.values():
             if served.ready:
                 log.info("serving %s %s on %s", served.name, served.version, served.provider)
@@ -146,6 +169,16 @@ class ModelService:
                 log.error("not serving %s %s from %s: %s", served.name, served.version, store.resolve(), served.error)
         if not self.models.models:
             log.warning("no models published in %s: train one with python -m training.fit", store.resolve())
+
+    @bentoml.on_startup
+    def follow_the_store(self) -> None:
+        """Serve each model's live version as the store's pointers move (serving.following)."""
+        self.follower = StoreFollower(self.models).start()
+
+    @bentoml.on_shutdown
+    def stop_following(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
 
     def __is_ready__(self) -> bool:
         """GET /readyz: true only when every published model is loaded and verified."""
@@ -185,7 +218,7 @@ class ModelService:
 
     def reconstruct_upload(self, image: bytes, model: str) -> Response:
         try:
-            served, output = self.models.get(model, "/reconstruct"), self.models.reconstruct(model, image)
+            output, served = self.models.reconstruct(model, image)
         except ServingError as err:
             return error_response(err)
         png = io.BytesIO()
@@ -194,12 +227,16 @@ class ModelService:
                         headers={"X-Model-Version": str(served.version), "X-Provider": str(served.provider)})
 
     @bentoml.api(route="/heart")
-    def heart(self, row: HeartRow, /) -> dict[str, Any]:
-        """Probability of heart disease for one row of heart.csv's columns, as a JSON object."""
+    def heart(self, row: HeartRow, /, ctx: bentoml.Context) -> dict[str, Any]:
+        """Probability of heart disease for one row of heart.csv's columns, as a JSON object
+        (`?model=heart@vN` asks a version by name)."""
         try:
-            return json_answer(self.models.predict_heart(row))
+            model = ctx.request.query_params.get("model", HEART_MODEL) if ctx.request is not None else HEART_MODEL
+            return json_answer(self.models.predict_heart(row, model))
         except ServingError as err:
-            return error_response(err)
+            refused = error_response(err)
+            ctx.response.status_code = refused.status_code  # BentoML answers with the context's status
+            return refused
 
     async def answer_form(self, api_name: str, form: Form) -> Response:
         """Upload endpoint `api_name`'s answer from serving.guard's parse of its form (see the module's docstring)."""

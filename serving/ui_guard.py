@@ -23,7 +23,7 @@ import collections
 import json
 import re
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import gradio as gr
 

@@ -14,7 +14,7 @@ from synthetic import write_fashion_mnist
 from training import data as data_module
 from training.registry import get_config
 from training.run import RunOptions, run_experiment
-from serving.runtime import CUDA, create_session
+from serving.loading import CUDA, create_session
 from training.store import MODEL_FILE, latest, publish_model
 
 TINY = {"epochs": 1, "train_limit": 128, "test_limit": 64}

@@ -139,7 +139,7 @@ def test_reconstruction_shows_original_noisy_and_output(client: Client, models: 
     assert all(s.shape == (28, 28) for s in small)
     np.testing.assert_array_equal(small[0], np.asarray(garment()))  # already in training form: unchanged
     assert 0 < np.abs(small[1].astype(int) - small[0]).max() <= round(0.2 * 255) + 1  # uniform noise, at most 0.2
-    expected = np.asarray(models.reconstruct("fashion_reconstruction", Image.fromarray(small[1])))
+    expected = np.asarray(models.reconstruct("fashion_reconstruction", Image.fromarray(small[1]))[0])
     np.testing.assert_array_equal(small[2], expected)  # the runtime's reconstruction of the noisy input
     error = np.mean((small[2] / 255 - small[0] / 255) ** 2)
     assert f"**{error:.4f}**" in report

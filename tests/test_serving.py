@@ -27,7 +27,7 @@ from PIL.PngImagePlugin import PngInfo
 from starlette.testclient import TestClient
 
 from reliability import hostile
-from serving import bentoml_compat, runtime
+from serving import bentoml_compat, loading, runtime
 from serving.batching import Batcher
 from serving.budget import MemoryBudget
 from serving.errors import BadInput, InvalidField, Overloaded
@@ -242,13 +242,13 @@ def test_concurrent_classify_requests_share_onnx_runtime_calls(client: TestClien
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Adaptive batching: 16 requests at once reach ONNX Runtime in fewer, larger calls."""
     sizes: list[int] = []
-    original = ServedModels.probabilities
+    original = runtime._probabilities
 
-    def recording(self: ServedModels, name: str, pixels: np.ndarray) -> np.ndarray:
+    def recording(served: ServedModel, pixels: np.ndarray) -> np.ndarray:
         sizes.append(len(pixels))
-        return original(self, name, pixels)
+        return original(served, pixels)
 
-    monkeypatch.setattr(ServedModels, "probabilities", recording)
+    monkeypatch.setattr(runtime, "_probabilities", recording)
 
     async def burst() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=client.app)
@@ -690,7 +690,8 @@ def test_runtime_serves_in_process_without_bentoml(store: Path, capfd: pytest.Ca
     assert models.ready
     answer = models.classify("fashion", drawing(), top_k=2)
     assert answer["model"] == "fashion" and len(answer["top"]) == 2
-    assert models.reconstruct("fashion_reconstruction", drawing()).size == (28, 28)
+    picture, served = models.reconstruct("fashion_reconstruction", drawing())
+    assert picture.size == (28, 28) and served.version == "v1"
     assert models.predict_heart(HEART_ROW)["label"] in ("Normal", "HeartDisease")
     with pytest.raises(InvalidField, match="Sex"):
         models.predict_heart({**HEART_ROW, "Sex": "male"})
@@ -702,8 +703,8 @@ def test_a_process_loads_each_model_file_once(store: Path, tmp_path: Path, monke
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
     sessions: list[Any] = []
-    create = runtime.create_session
-    monkeypatch.setattr(runtime, "create_session", lambda *args: sessions.append(create(*args)) or sessions[-1])
+    create = loading.create_session
+    monkeypatch.setattr(loading, "create_session", lambda *args: sessions.append(create(*args)) or sessions[-1])
     demo, service = load_models(copy), load_models(copy)  # as the service's module builds its demo, then starts
     assert len(sessions) == len(demo.models) == len(published_names(copy))
     assert all(service.models[name].session is demo.models[name].session for name in demo.models)
@@ -869,7 +870,7 @@ def test_the_demo_under_ui_keeps_its_own_error_format(client: TestClient) -> Non
 
 
 def test_a_binary_graph_with_one_output_answers_the_label_it_means() -> None:
-    """_check_manifest accepts one output for two labels: the probability of the second one."""
+    """loading.check_manifest accepts one output for two labels: the probability of the second one."""
     class OneOutput:  # the session of such a graph
         def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             return [np.array([[0.9], [0.25]], np.float32)[:len(feeds["pixels"])]]
