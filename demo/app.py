@@ -17,7 +17,8 @@ from typing import Callable
 import gradio as gr
 
 from serving.following import StoreFollower
-from serving.runtime import ServedModels, load_models, store_from_env
+from serving.runtime import ServedModels, load_models
+from training.store import store_from_env
 
 from .ui import build_demo
 

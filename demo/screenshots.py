@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DOCS)
     args = parser.parse_args(argv)
-    from serving.runtime import load_models, store_from_env
+    from serving.runtime import load_models
+    from training.store import store_from_env
 
     from .ui import LAUNCH_OPTIONS, build_demo
 

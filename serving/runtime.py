@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -60,13 +59,7 @@ PREPARE_THREADS = 2      # the light lane, for /classify's event loop
 BIG_PREPARE_THREADS = 2  # the big lane, for every caller
 MALLOC_MMAP_BYTES = 2**20  # allocations this big go back to the system when freed (serving.budget)
 DEFAULT_TOP_K = 3
-STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # where the service and the demo read models
 MAX_PINNED = 4  # versions other than the live one a process keeps loaded for `name@vN` requests, at most
-
-
-def store_from_env() -> Path:
-    """The store to serve: $MODELS_STORE, else ./models_store."""
-    return Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
 
 
 def load_models(store: Path, on_batch: Callable[[str, int], None] | None = None) -> "ServedModels":

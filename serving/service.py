@@ -48,9 +48,10 @@ from serving.following import StoreFollower
 from serving.form import Form
 from serving.guard import RequestGuard
 from serving.loading import CLASSIFY, RECONSTRUCT, TABULAR
-from serving.runtime import DEFAULT_TOP_K, HEART_MODEL, load_models, store_from_env
+from serving.runtime import DEFAULT_TOP_K, HEART_MODEL, load_models
 from serving.tabular import HeartRow
 from serving.watchdog import Watchdog, stall_limit
+from training.store import store_from_env
 
 log = logging.getLogger("bentoml.serving")  # under "bentoml", so `bentoml serve` shows it
 

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from reliability.server import REPO, Server
 from serving.auth import KEYS_ENV, METRICS_OPEN_ENV, ApiKeys, KeyFileError, KeyGuard
-from serving.runtime import STORE_ENV
 from serving_store import HEART_ROW, build_store
+from training.store import STORE_ENV
 
 KEY, OTHER_KEY = "k-3f9a2c7d41e0b6a8", "k-second-key-0042"
 

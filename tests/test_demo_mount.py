@@ -15,7 +15,8 @@ from starlette.testclient import TestClient
 from demo.mount import ui_app
 from demo.ui import build_demo
 from demo_store import build_demo_store, service_with_demo
-from serving.runtime import STORE_ENV, load_models
+from serving.runtime import load_models
+from training.store import STORE_ENV
 
 @pytest.fixture(scope="module")
 def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:

@@ -27,12 +27,11 @@ from starlette.testclient import TestClient
 from reliability import adversarial, faults, training_kills
 from reliability.fuzz import fuzzed_schema, image_fuzz
 from serving.auth import ApiKeys, KeyGuard
-from serving.runtime import STORE_ENV
 from serving.service import MAX_JSON_BYTES, ModelService
 from serving_store import HEART_ROW, build_store
 from test_serving import PHOTO_PNG, image_form, serve
 from training.checkpoint import load_checkpoint
-from training.store import MODEL_FILE, latest
+from training.store import MODEL_FILE, STORE_ENV, latest
 
 NO_METRICS = json.dumps({"services": {"classic-dl": {"metrics": {"enabled": False}}}})  # see test_serving.serve
 FORM_ROUTES = ("/classify", "/classify_batch", "/reconstruct")

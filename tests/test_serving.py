@@ -32,7 +32,7 @@ from serving.batching import Batcher
 from serving.budget import MemoryBudget
 from serving.errors import BadInput, InvalidField, Overloaded
 from serving.npy import read_npy
-from serving.runtime import (INLINE_MAX_BYTES, INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, STORE_ENV, ServedModel,
+from serving.runtime import (INLINE_MAX_BYTES, INLINE_MAX_PIXELS, MAX_BATCH_IMAGES, ServedModel,
                              ServedModels, load_models, top_labels, validate_heart_row)
 from serving.service import MAX_BODY_BYTES, ModelService
 from serving.tabular import HeartRow, encode_row
@@ -42,7 +42,7 @@ from training.checkpoint import load_checkpoint
 from training.data import load_data
 from training.preprocessing import ImageSpec, decode_image, prepare_image
 from training.registry import get_config
-from training.store import MODEL_FILE, latest, published_names, read_manifest
+from training.store import MODEL_FILE, STORE_ENV, latest, published_names, read_manifest
 
 
 # -- fixtures and helpers

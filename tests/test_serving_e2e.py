@@ -19,9 +19,8 @@ from PIL import Image
 
 from bench.serve import multipart
 from reliability.server import BENTOML, QUIET, REPO, START_TIMEOUT_S, Server
-from serving.runtime import STORE_ENV
 from serving_store import HEART_ROW, build_store, expected_provider
-from training.store import MODEL_FILE, latest
+from training.store import MODEL_FILE, STORE_ENV, latest
 
 
 @pytest.fixture(scope="module")

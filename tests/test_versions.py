@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from serving.following import FOLLOW_WITHIN_S, StoreFollower
 from serving.runtime import MAX_PINNED, ServedModels, load_models
 from serving_store import HEART_ROW, build_store
 from test_serving import PHOTO_PNG
+from training import store_cli
 from training.store import (LIVE_FILE, MANIFEST_FILE, MODEL_FILE, StoreError, delete_version, live, promote,
                             publish_model, read_manifest, rollback, rollback_target, versions)
 
@@ -200,3 +203,55 @@ def test_the_follower_swaps_within_its_promise(store: Path) -> None:
         follower.stop()
         follower.thread.join(timeout=10)
     assert not follower.thread.is_alive()
+
+
+# -- python -m training.store
+
+
+def cli(store: Path, *args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = store_cli.main(["--store", str(store), *args])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_the_store_command_lists_promotes_and_rolls_back(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, text = cli(store, "list", capsys=capsys)
+    assert code == 0 and "live v1" in text and "heart:" in text and "% test accuracy" in text
+    assert cli(store, "promote", "fashion", "v3", capsys=capsys)[0] == 0 and live(store, "fashion").name == "v3"
+    code, text = cli(store, "list", capsys=capsys)
+    assert "live v3" in text and "rollback v1" in text
+    assert cli(store, "rollback", "fashion", capsys=capsys) == (0, "fashion v1 is live again\n")
+
+
+@pytest.mark.parametrize("break_it, word", [(lambda v: damage(v), "sha256"),
+                                            (lambda v: (v / MODEL_FILE).unlink(), "FileNotFoundError"),
+                                            (lambda v: (v / MANIFEST_FILE).write_text("{"), "JSON")])
+def test_a_damaged_version_is_not_promoted_and_nothing_changes(store: Path, capsys: pytest.CaptureFixture[str],
+                                                               break_it, word: str) -> None:
+    break_it(store / "fashion" / "v2")
+    pointer = (store / "fashion" / LIVE_FILE).read_bytes()
+    code, text = cli(store, "promote", "fashion", "v2", capsys=capsys)
+    assert code == 1 and "refused, nothing changed" in text and word in text
+    assert (store / "fashion" / LIVE_FILE).read_bytes() == pointer
+    code, text = cli(store, "verify", capsys=capsys)
+    assert code == 1 and "FAIL fashion v2" in text and "ok fashion v1" in text
+    assert cli(store, "promote", "fashion", "v9", capsys=capsys)[0] == 1
+
+
+def test_gc_never_deletes_the_live_version_or_its_rollback_target(store: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    promote(store, "fashion", "v2")  # live v2, rollback to v1; v3 newest
+    code, text = cli(store, "gc", "fashion", "--keep", "1", capsys=capsys)
+    assert code == 0 and [p.name for p in versions(store, "fashion")] == ["v1", "v2", "v3"]
+    promote(store, "fashion", "v3")  # live v3, rollback to v2: v1 may go
+    assert cli(store, "gc", "fashion", "--keep", "1", capsys=capsys)[0] == 0
+    assert [p.name for p in versions(store, "fashion")] == ["v2", "v3"]
+    assert cli(store, "gc", "fashion", "--keep", "0", capsys=capsys)[0] == 1
+
+
+def test_the_store_command_is_torch_free(store: Path) -> None:
+    probe = ("import sys; from training import store_cli; code = store_cli.main(['--store', sys.argv[1], 'verify']); "
+             "sys.exit(3 if 'torch' in sys.modules else code)")
+    done = subprocess.run([sys.executable, "-c", probe, str(store)], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr

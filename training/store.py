@@ -26,8 +26,14 @@ from .files import DIR_MODE, atomic_write_json, atomic_write_text, fsync_dir, sh
 
 MODEL_FILE, MANIFEST_FILE, CARD_FILE = "model.onnx", "manifest.json", "MODEL_CARD.md"
 LIVE_FILE, LOCK_FILE = "live.json", ".live.lock"
+STORE_ENV, DEFAULT_STORE = "MODELS_STORE", "models_store"  # where the service, the demo and the store CLI look
 _VERSION = re.compile(r"^v(\d+)$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+def store_from_env() -> Path:
+    """The store: $MODELS_STORE, else ./models_store."""
+    return Path(os.environ.get(STORE_ENV, DEFAULT_STORE))
 
 
 def versions(store: Path, name: str) -> list[Path]:
@@ -194,3 +200,9 @@ def delete_version(store: Path, name: str, version: str) -> None:
     os.rename(folder, hidden)
     fsync_dir(folder.parent)
     shutil.rmtree(hidden, ignore_errors=True)
+
+
+if __name__ == "__main__":  # python -m training.store: the command line is training/store_cli.py
+    from training.store_cli import main
+
+    raise SystemExit(main())
