@@ -168,21 +168,26 @@ WORST_ACCEPTED: dict[str, Callable[[], bytes]] = {
 }
 
 
-# -- refused before decoding: each one past a limit, with what Pillow alone took (docs/RELIABILITY.md)
+# -- refused before decoding: each one past a limit (docs/RELIABILITY.md has what Pillow alone took)
 
-def refused() -> dict[str, bytes]:
-    small_png = encoded(Image.new("L", (16, 16), 128), "PNG")
-    small_gif = encoded(Image.new("L", (16, 16), 128), "GIF")
-    small_jpeg = encoded(Image.new("RGB", (16, 16), (10, 20, 30)), "JPEG")
-    at = small_gif.index(b",", 13)
-    return {
-        "JPEG, last scan repeated (3,300 scans, 4096 x 4096)": scan_bomb_jpeg(SIDE, 3300),
-        "JPEG padded with 5 million empty comments": small_jpeg[:2] + b"\xff\xfe\x00\x02" * (BODY_BYTES // 4)
-        + small_jpeg[2:],
-        "JPEG padded with 20 MB of fill bytes": small_jpeg[:2] + b"\xff" * BODY_BYTES + small_jpeg[2:],
-        "PNG of 1.7 million empty chunks": _before_idat(small_png, _png_chunk(b"zzZz", b"") * (BODY_BYTES // 12)),
-        "GIF with a 20 MB comment": small_gif[:at] + b"!\xfe" + (b"\xff" + b"c" * 255) * (BODY_BYTES // 256)
-        + b"\x00" + small_gif[at:],
-        "run-length BMP, 4096 x 4096, one pixel per row": _rle_bmp(SIDE, SIDE, (b"\x01\x80\x00\x00") * SIDE
-                                                                    + b"\x00\x01"),
-    }
+def _small(fmt: str) -> bytes:
+    return encoded(Image.new("RGB" if fmt == "JPEG" else "L", (16, 16), 128), fmt)
+
+
+def _gif_comment() -> bytes:
+    gif = _small("GIF")
+    at = gif.index(b",", 13)
+    return gif[:at] + b"!\xfe" + (b"\xff" + b"c" * 255) * (BODY_BYTES // 256) + b"\x00" + gif[at:]
+
+
+REFUSED: dict[str, Callable[[], bytes]] = {
+    "JPEG, last scan repeated (3,300 scans, 4096 x 4096)": lambda: scan_bomb_jpeg(SIDE, 3300),
+    "JPEG padded with 5 million empty comments":
+        lambda: _small("JPEG")[:2] + b"\xff\xfe\x00\x02" * (BODY_BYTES // 4) + _small("JPEG")[2:],
+    "JPEG padded with 20 MB of fill bytes": lambda: _small("JPEG")[:2] + b"\xff" * BODY_BYTES + _small("JPEG")[2:],
+    "PNG of 1.7 million empty chunks":
+        lambda: _before_idat(_small("PNG"), _png_chunk(b"zzZz", b"") * (BODY_BYTES // 12)),
+    "GIF with a 20 MB comment": _gif_comment,
+    "run-length BMP, 4096 x 4096, one pixel per row":
+        lambda: _rle_bmp(SIDE, SIDE, b"\x01\x80\x00\x00" * SIDE + b"\x00\x01"),
+}

@@ -43,6 +43,7 @@ JPEG_CODINGS = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman:
 # (docs/RELIABILITY.md#decoding-uploads); the estimate must stay above every measured peak.
 WORKING_BYTES_PER_PIXEL = 56
 DECODE_OVERHEAD_BYTES = 2 * 2**20
+_WEBP_FRAME_BYTES = 512  # libwebp's index entry per frame, rounded up from the measured (RELIABILITY.md)
 _BAND_ROWS = 64  # rows of the result per band when reducing: a band of a 4096-wide RGBA picture is 4 MiB
 _INK_THRESHOLD = 0.2  # share of full intensity above which a pixel counts as ink when cropping
 _MIN_CONTRAST = 0.2   # ink standing at least this far above the background is stretched to full intensity
@@ -161,8 +162,8 @@ def estimate_peak_bytes(img: Image.Image, stored: tuple[int, int], data: bytes =
     """
     pixels = img.width * img.height
     decoded = pixels * _bytes_per_pixel(img.mode)
-    if img.format == "WEBP":  # libwebp's canvas and previous frame, and its output bytes, beside the image
-        decoded *= 4
+    if img.format == "WEBP":  # libwebp's canvas and previous frame, and its output bytes, beside the image,
+        decoded = decoded * 4 + _riff_chunks(data) * _WEBP_FRAME_BYTES  # and its index of every frame
     averaged_as_rgba = img.mode in ("1", "P", "PA", "LA", "RGBA") or "transparency" in img.info
     if WORKING_SIDE < max(img.size) < 2 * WORKING_SIDE and averaged_as_rgba:  # shrunk whole, not in bands
         decoded += pixels * 8  # (_shrunk): made RGBA and premultiplied at full size, two copies at most
