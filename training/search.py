@@ -115,7 +115,8 @@ def open_study(storage: RDBStorage, name: str, definition: Mapping[str, Any], sa
         differs = "; ".join(f"{k}: {saved.get(k)!r} there, {wanted.get(k)!r} now"
                             for k in sorted(set(saved) | set(wanted)) if saved.get(k) != wanted.get(k))
         raise SweepError(f"the study {name!r} in {_shown(storage.url)} was made by another version of the sweep "
-                         f"or with other settings ({differs}); give another --out or --storage, or delete it")
+                         f"or with other settings ({differs}); give another --out or --storage, or delete it "
+                         f"(optuna delete-study --study-name {name} --storage URL)")
     return study
 
 

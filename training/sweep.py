@@ -75,8 +75,10 @@ class Study:
     folds: int = 0                          # 0: score on the test split, as the report did; k: k-fold CV
     retrain: str | None = None              # the experiment retrained with the best trial's settings
     retrained: tuple[str, ...] = ("model_kwargs",)  # which of the best trial's config fields it takes
-    # An open search instead of a grid: draws a trial's settings (Optuna's TPE sampler), scored on a
-    # validation split of this share of the training split, `budget` trials unless --max-trials says.
+    # An open search instead of a grid: draws a trial's settings around the experiment `searched` (Optuna's
+    # TPE sampler), scored on a validation split of this share of the training split, `budget` trials
+    # unless --max-trials says.
+    searched: str | None = None
     draw: Callable[[optuna.Trial, str], Trial] | None = None
     space: Mapping[str, str] = field(default_factory=dict)  # what `draw` draws from, as text
     budget: int = 0
@@ -96,6 +98,10 @@ class Study:
 
     def size(self) -> int:
         return len(self.trials) if self.trials else self.budget
+
+    def experiments(self) -> list[ExperimentConfig]:
+        """The registered configs its trials start from."""
+        return [c for t in self.trials for c in t.stages] or [get_config(self.searched)]
 
 
 def _one_stage(name: str, factors: Mapping[str, Any], cfg: ExperimentConfig) -> Trial:
@@ -132,7 +138,6 @@ def _grid() -> tuple[Trial, ...]:
     return tuple(trials)
 
 
-_FASHION = get_config("fashion_cnn")
 # fashion_search: what it draws, log-uniform where the scale is unknown. Report A's noise strength is 0.2.
 _SEARCH_SPACE = {"lr": "log-uniform 3e-4 to 1e-2 (peak of the one-cycle schedule)",
                  "weight_decay": "log-uniform 1e-6 to 1e-2", "batch_size": "64, 128 or 256",
@@ -147,7 +152,7 @@ def _fashion_search(trial: optuna.Trial, key: str) -> Trial:
                "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256]),
                "dropout": trial.suggest_float("dropout", 0.0, 0.5),
                "augmentation": trial.suggest_float("augmentation", 0.0, 0.5)}
-    cfg = _FASHION.replace(lr=factors["lr"], weight_decay=factors["weight_decay"], batch_size=factors["batch_size"],
+    cfg = get_config("fashion_cnn").replace(lr=factors["lr"], weight_decay=factors["weight_decay"], batch_size=factors["batch_size"],
                            model_kwargs={"dropout": factors["dropout"]}, uniform_noise=factors["augmentation"])
     return Trial(key, {k: round(v, 6) if isinstance(v, float) else v for k, v in factors.items()}, (cfg,))
 
@@ -186,7 +191,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           "dropout and augmentation strength, scored on a validation split held out of the training split; "
           "the best retrained on the whole training split",
           "no report searched these; fashion_cnn's hand-picked recipe scored 98.42% on the test split",
-          folds=0, retrain="fashion_cnn", retrained=("lr", "weight_decay", "batch_size", "model_kwargs",
+          searched="fashion_cnn", retrain="fashion_cnn", retrained=("lr", "weight_decay", "batch_size", "model_kwargs",
                                                       "uniform_noise"),
           draw=_fashion_search, space=_SEARCH_SPACE, budget=30, validation_split=_SEARCH_VALIDATION,
           prune_after=(5, 3)),
@@ -280,7 +285,7 @@ def _score_on_validation(study: Study, trial: Trial, settings: Settings, report:
     device = resolve_device(settings.device)
     data = load_data(cfg.replace(validation_split=study.validation_split), settings.data_root).to(device)
     result = fit_and_score(cfg, data, data.train, data.val, _trial_dir(study, trial, settings) / "runs", device,
-                           desc=f"{study.name} {trial.name}", on_epoch=lambda epoch, scores: report(epoch, scores))
+                           desc=f"{study.name} {trial.name}", on_epoch=report)
     return {"val_accuracy": result["heldout_accuracy"], "parameters": result["parameters"], "epochs": cfg.epochs,
             "seconds": result["seconds"]}
 
@@ -332,7 +337,7 @@ def _run_trial(study: Study, settings: Settings, trial: optuna.Trial, key: str) 
 
 def _definition(study: Study, settings: Settings) -> dict[str, Any]:
     """What makes two runs of the command one study: compared with what the storage holds (training/search.py)."""
-    bases = [config_to_dict(c) for t in study.trials for c in t.stages] or [config_to_dict(_FASHION)]
+    bases = [config_to_dict(c) for c in study.experiments()]
     return {"sweep_format": SWEEP_FORMAT, "study": study.name, "metric": study.metric, "folds": study.folds,
             "sampler": "tpe" if study.draw else "grid", "space": dict(study.space) or study.grid,
             "validation_split": study.validation_split, "pruning": study.prune_after,
@@ -444,8 +449,7 @@ def run_study(study: Study, settings: Settings, jobs: int = 1, max_trials: int |
     budget = min(max_trials or study.size(), study.size())
     _refuse_old_layout(study, settings)
     optuna_study = _open(study, settings)  # a bad storage or another study's definition stops here, before training
-    first = study.trials[0].configs(settings.overrides)[0] if study.trials else _FASHION.replace(**settings.overrides)
-    load_data(first, settings.data_root)  # missing data is said once, before any worker starts
+    load_data(study.experiments()[0].replace(**settings.overrides), settings.data_root)  # said once, not per worker
     log.info("%s: %d trials in %s, %d worker(s)", study.name, budget, settings.storage_url(study), jobs)
     _run_workers(study, settings, budget, jobs)
 
