@@ -10,6 +10,7 @@ from pathlib import Path
 from .checkpoint import CheckpointError
 from .data import DataNotFound
 from .distributed import leave, world_from_env
+from .promotion import POLICIES
 from .registry import EXPERIMENTS, UnknownExperiment, get_config
 from .export import ExportError
 from .models import PretrainedUnavailable
@@ -44,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, default=Path("models_store"),
                    help="model store to publish into (default: ./models_store)")
     p.add_argument("--no-publish", action="store_true", help="export the ONNX model but do not publish it")
+    p.add_argument("--promote", choices=POLICIES, default="auto",
+                   help="make the published version live: auto (when nothing is live, or when its test figure is at "
+                        "least the live version's on the same test split), always, or never (publish a candidate "
+                        "for python -m training.store promote)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in RUNS_DIR/NAME from its last checkpoint; with --epochs, "
                         "train further than planned (constant learning-rate schedules only)")
@@ -91,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     argv_shown = sys.argv[1:] if argv is None else argv
     world = world_from_env()  # under torchrun: this process's rank among WORLD_SIZE
     launcher = f"torchrun --nproc_per_node={world.size} -m training.fit" if world.active else "python -m training.fit"
+    smoke = cfg.train_limit is not None or cfg.test_limit is not None  # part of the data: never published
     opts = RunOptions(data_root=args.data_root, runs_dir=args.runs_dir, store=args.store, device=args.device,
-                      resume=args.resume, publish=not (args.no_publish or args.quick),
+                      resume=args.resume, publish=not (args.no_publish or smoke), promote=args.promote,
                       command=" ".join([launcher, *argv_shown]), world=world, precision=args.precision,
                       compile=args.compile)
     try:
@@ -106,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics = report["metrics"]
     headline = (f"test accuracy {100 * metrics['test_accuracy']:.2f}%" if "test_accuracy" in metrics
                 else f"test MSE {metrics['test_mse']:.5f}")
-    print(f"{cfg.name}: {headline}; report in {args.runs_dir / cfg.name / 'report.md'}"
-          + (f"; published {report['published']}" if "published" in report else ""))
+    print(f"{cfg.name}: {headline}; report in {args.runs_dir / cfg.name / 'report.md'}")
+    if "publication" in report:
+        print(f"{cfg.served_as}: {report['publication']['sentence']}")
+    elif cfg.served_as:
+        print(f"{cfg.served_as}: not published ({'a smoke run on part of the data' if smoke else '--no-publish'})")
     return 0
 
 

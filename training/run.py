@@ -25,7 +25,8 @@ from .manifest import build_manifest, model_card
 from .provenance import git_commit, hardware, library_versions, utc_now
 from .registry import ExperimentConfig, config_from_dict, config_to_dict
 from .speed import Speed, compiled
-from .store import publish_model
+from .promotion import decide
+from .store import live, promote, publish_model, read_manifest, read_pointer
 from .tracking import Board, clear_events, final_metrics, run_hparams
 
 log = logging.getLogger("training")
@@ -45,6 +46,7 @@ class RunOptions:
     device: str = "auto"          # auto | cpu | cuda | cuda:N
     resume: bool = False
     publish: bool = True          # publish to the store when the experiment has a served name
+    promote: str = "auto"         # auto (live if at least the live version's figure) | always | never
     artifacts: bool = True        # figures and the ONNX export (a study's trials only need their numbers)
     command: str = ""             # recorded in reports and manifests
     world: World = SINGLE         # the torchrun processes this one trains with (training/distributed.py)
@@ -255,7 +257,26 @@ def _export_and_publish(cfg: ExperimentConfig, report: dict[str, Any], facts: di
     if cfg.served_as and opts.publish:
         provenance = {**facts, "checkpoint_sha256": sha256_file(checkpoint), "libraries": library_versions()}
         manifest = build_manifest(cfg, report, check, data.class_names, data.input_shape, provenance, data.tabular)
-        version_dir = publish_model(opts.store, cfg.served_as, run_dir / ONNX, manifest,
-                                    model_card(manifest, cfg.served_as, cfg.description))
-        report["published"] = str(version_dir)
-        log.info("published %s as %s", cfg.name, version_dir)
+        report["publication"] = _publish_and_gate(cfg.served_as, run_dir, manifest, cfg.description, opts)
+        report["published"] = report["publication"]["folder"]
+        log.info("%s: %s", cfg.name, report["publication"]["sentence"])
+        with open(run_dir / "report.md", "a", encoding="utf-8") as md:
+            md.write(f"\n## Publication\n\n{report['publication']['sentence']}.\n")
+
+
+def _publish_and_gate(name: str, run_dir: Path, manifest: dict[str, Any], description: str,
+                      opts: RunOptions) -> dict[str, Any]:
+    """Publish the run's version of `name` as a candidate; make it live if training.promotion says so.
+
+    The version live until now is pinned first (live.json): without a pointer the highest version is live,
+    and a service following the store would otherwise serve the candidate the moment it appears.
+    """
+    current = live(opts.store, name) if (opts.store / name).is_dir() else None
+    if current is not None and read_pointer(opts.store, name) is None:
+        promote(opts.store, name, current.name)
+    folder = publish_model(opts.store, name, run_dir / ONNX, manifest, model_card(manifest, name, description))
+    decision = decide(opts.promote, read_manifest(folder), read_manifest(current) if current else None)
+    if decision.promote:
+        promote(opts.store, name, folder.name)
+    return {"folder": str(folder), "version": folder.name, "promoted": decision.promote,
+            "sentence": decision.sentence(folder.name)}

@@ -162,14 +162,14 @@ def promote(store: Path, name: str, version: str) -> None:
     version_dir(store, name, version)
     with _locked(store, name):
         pointer = read_pointer(store, name)
-        if pointer is None:
+        if pointer is None:  # the highest version was live: it is what a rollback goes back to
             current = latest(store, name)
-            stack = [current.name] if current is not None else []
+            stack = [current.name] if current is not None and current.name != version else []
             log: list[dict[str, Any]] = []
         else:
             stack, log = list(pointer["stack"]), list(pointer.get("log", []))
-        if stack and stack[-1] == version:
-            return  # live already
+            if stack[-1] == version:
+                return  # live already
         _write_pointer(store, name, [*stack, version], "promote", log)
 
 
