@@ -67,13 +67,15 @@ class RequestGuard:
     are the endpoints that take a JSON body (at most `max_json_bytes`). `answers`, called once the app
     has started (the service exists then), gives the handlers that answer upload endpoints' POSTs from
     the parsed form instead of BentoML. Errors under the `own_errors` path prefixes (a mounted app, such
-    as the demo's Gradio, whose page reads its own error format) are passed on as they are."""
+    as the demo's Gradio, whose page reads its own error format) are passed on as they are. The bodies of
+    the requests being answered hold at most `max_buffered_bytes` together: past it, 503 and Retry-After."""
 
     def __init__(self, app: App, max_body_bytes: int,
                  uploads: Mapping[str, frozenset[str]], json_routes: frozenset[str] = frozenset(),
                  max_json_bytes: int | None = None, answers: Callable[[], Mapping[str, FormHandler]] | None = None,
-                 own_errors: tuple[str, ...] = ()):
+                 own_errors: tuple[str, ...] = (), max_buffered_bytes: int | None = None):
         self.app, self.max_body_bytes, self.uploads = app, max_body_bytes, dict(uploads)
+        self.max_buffered_bytes, self.buffered = max_buffered_bytes or 8 * max_body_bytes, 0
         self.json_routes, self.max_json_bytes = frozenset(json_routes), max_json_bytes or max_body_bytes
         self.answers_when_started, self.answers = answers, {}
         self.own_errors = tuple(prefix.rstrip("/") + "/" for prefix in own_errors)
@@ -85,22 +87,40 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         if not (scope["path"] + "/").startswith(self.own_errors):  # startswith(()) is False
             send = self._json_errors(scope, send)
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            form = None
-            refusal = self._check_headers(scope)
-            if refusal is None:
-                body, refusal = await read_body(receive, self._limit(scope))
-            if refusal is None and scope["path"] in self.uploads:
-                try:
-                    form = parse_form(body, header(scope, b"content-type"), self.uploads[scope["path"]])
-                except ServingError as err:
-                    refusal = err.status, str(err)
-            if refusal is not None:
-                return await send_json(send, refusal[0], {"error": refusal[1]})
-            if form is not None and scope["method"] == "POST" and scope["path"] in self.answers:
-                return await self._answer(self.answers[scope["path"]], form, scope, receive, send)
-            receive = replay_body(body, receive)
-        await self.app(scope, receive, send)
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        refusal = self._check_headers(scope)
+        if refusal is not None:
+            return await send_json(send, refusal[0], {"error": refusal[1]})
+        held = self._body_bytes(scope)
+        if self.buffered + held > self.max_buffered_bytes:
+            return await send_json(send, 503, {"error": "too many uploads in flight: retry in a second"},
+                                   [(b"retry-after", b"1")])
+        self.buffered += held  # one event loop per worker: no lock
+        try:
+            await self._with_body(scope, receive, send)
+        finally:
+            self.buffered -= held
+
+    async def _with_body(self, scope: Message, receive: Receive, send: Send) -> None:
+        form = None
+        body, refusal = await read_body(receive, self._limit(scope))
+        if refusal is None and scope["path"] in self.uploads:
+            try:
+                form = parse_form(body, header(scope, b"content-type"), self.uploads[scope["path"]])
+            except ServingError as err:
+                refusal = err.status, str(err)
+        if refusal is not None:
+            return await send_json(send, refusal[0], {"error": refusal[1]})
+        if form is not None and scope["method"] == "POST" and scope["path"] in self.answers:
+            return await self._answer(self.answers[scope["path"]], form, scope, receive, send)
+        await self.app(scope, replay_body(body, receive), send)
+
+    def _body_bytes(self, scope: Message) -> int:
+        """What the request's body may hold in memory while it is answered: its Content-Length (checked
+        against the limit already), else the route's limit."""
+        length = header(scope, b"content-length")
+        return int(length) if length.isdigit() else self._limit(scope)
 
     def _bind_answers_on_start(self, send: Send) -> Send:
         async def bind(message: Message) -> None:

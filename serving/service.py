@@ -58,6 +58,9 @@ log = logging.getLogger("bentoml.serving")  # under "bentoml", so `bentoml serve
 UI_PATH = "/ui"  # the demo
 MAX_BODY_BYTES = 20 * 1024 * 1024  # a phone photo, or 1024 CIFAR-sized float32 images in one .npy
 MAX_JSON_BYTES = 64 * 1024         # a heart row is about 250 bytes; nothing sent as JSON needs more
+# Request bodies held at once by a worker (read, parsed and answered): with the decoding budget
+# (serving.runtime.DECODE_BUDGET_BYTES) it bounds a worker's memory (docs/RELIABILITY.md#decoding-uploads).
+MAX_BUFFERED_BYTES = 128 * 1024 * 1024
 
 ModelName = Annotated[str, Field(description="a model name listed by GET /models, or name@vN for one of its "
                                              "versions", examples=["fashion"])]
@@ -329,7 +332,7 @@ http_limits.install()  # request heads limited in size, field count and time, be
 ModelService.add_asgi_middleware(InFlightLimit, limit=limit_from_env(), exempt_prefixes=(UI_PATH,))
 ModelService.add_asgi_middleware(KeyGuard, keys=API_KEYS, own_login=(UI_PATH,), metrics_open=metrics_open())
 ModelService.add_asgi_middleware(
-    RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_json_bytes=MAX_JSON_BYTES,
+    RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_json_bytes=MAX_JSON_BYTES, max_buffered_bytes=MAX_BUFFERED_BYTES,
     uploads={api.route: bentoml_compat.file_fields(api) for api in ModelService.apis.values()
              if bentoml_compat.file_fields(api)},
     json_routes=frozenset(api.route for api in ModelService.apis.values() if not bentoml_compat.file_fields(api)),

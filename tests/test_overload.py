@@ -49,3 +49,35 @@ def test_probes_metrics_and_the_demo_are_never_refused() -> None:
 
 def test_a_limit_of_zero_is_no_limit() -> None:
     assert {a.status_code for a in burst(0, ["/classify"] * 20)} == {200}
+
+
+def test_bodies_held_at_once_are_bounded() -> None:
+    """serving.guard counts the bodies of the requests it is answering; past its budget, 503 at once."""
+    from serving.guard import RequestGuard
+
+    release = asyncio.Event()
+
+    async def slow_app(scope: dict, receive: Any, send: Any) -> None:
+        await receive()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard = RequestGuard(slow_app, max_body_bytes=1000, uploads={}, max_buffered_bytes=2500)
+
+    async def main() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=guard)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            pending = [asyncio.create_task(client.post("/x", content=b"a" * 1000)) for _ in range(3)]
+            while guard.buffered < 2000 and not any(task.done() for task in pending):
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            release.set()
+            answers = await asyncio.gather(*pending)
+        assert guard.buffered == 0  # every request gave its bytes back
+        return answers
+
+    answers = asyncio.run(main())
+    assert sorted(a.status_code for a in answers) == [200, 200, 503]
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.headers["retry-after"] == "1" and "in flight" in refused.json()["error"]
