@@ -28,8 +28,8 @@ from .serve import DIGIT_PNG, MODEL, Server, free_port, multipart
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def request_bytes(port: int) -> bytes:
-    body, content_type = multipart("image", "digit.png", DIGIT_PNG.read_bytes(), "image/png", model=MODEL)
+def request_bytes(port: int, model: str = MODEL) -> bytes:
+    body, content_type = multipart("image", "digit.png", DIGIT_PNG.read_bytes(), "image/png", model=model)
     head = (f"POST /classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
@@ -67,20 +67,31 @@ async def client(port: int, request: bytes, until: float, log: list[tuple[int, f
         writer.close()
 
 
-def load(port: int, clients: int, duration_s: float) -> dict[str, Any]:
-    request, log = request_bytes(port), []
+def load(port: int, clients: int, duration_s: float, model: str = MODEL) -> dict[str, Any]:
+    return summarise(send(port, clients, duration_s, model), duration_s)
+
+
+def send(port: int, clients: int, duration_s: float, model: str = MODEL) -> list[tuple[int, float]]:
+    """(status, seconds) of every /classify that `clients` connections sent for `duration_s`."""
+    request, log = request_bytes(port, model), []
 
     async def main() -> None:
         until = time.monotonic() + duration_s
         await asyncio.gather(*(client(port, request, until, log) for _ in range(clients)))
 
     asyncio.run(main())
+    return log
+
+
+def percentile_ms(values: list[float], q: float) -> float | None:
+    """The q-quantile of sorted `values` (seconds), in ms, or None for no values."""
+    return round(values[min(len(values) - 1, int(q * len(values)))] * 1e3, 1) if values else None
+
+
+def summarise(log: list[tuple[int, float]], duration_s: float) -> dict[str, Any]:
     admitted = sorted(s for status, s in log if status == 200)
     refused = sorted(s for status, s in log if status == 429)
-
-    def pct(values: list[float], q: float) -> float | None:
-        return round(values[min(len(values) - 1, int(q * len(values)))] * 1e3, 1) if values else None
-
+    pct = percentile_ms
     return {"admitted_per_s": round(len(admitted) / duration_s, 1), "admitted_p50_ms": pct(admitted, 0.5),
             "admitted_p99_ms": pct(admitted, 0.99), "refused": len(refused), "refused_p99_ms": pct(refused, 0.99),
             "other_status": sum(status not in (200, 429, -1) for status, _ in log),

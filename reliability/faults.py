@@ -4,7 +4,7 @@
     damaged_models      a truncated and a byte-flipped model.onnx in the store
     missing_model       a published version without its model.onnx at start-up
     sigterm_in_flight   SIGTERM while slow requests are in flight
-    publish_under_load  a new version published while the service is under load
+    hot_swap_under_load versions published, promoted, rolled back and damaged while the service is under load
 
 Each works on a copy of the store it is given, in `work`, and stops every process it started.
 """
@@ -23,9 +23,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from training.store import MANIFEST_FILE, MODEL_FILE, latest, publish_model, read_manifest
+from serving.following import FOLLOW_WITHIN_S
+from training.store import MODEL_FILE, latest, live, promote, publish_model, read_manifest, rollback
 
-from .load import HEART_ROW, Load, drawing_png
+from .load import HEART_ROW, Load, drawing_png, mixed_calls
 from .server import serve_store
 
 FAIL_FAST_S = 2.0        # a request cut by a killed worker must fail within this of the kill
@@ -225,36 +226,58 @@ def publish_new_version(store: Path, name: str) -> Path:
     return publish_model(store, name, source / MODEL_FILE, manifest, card)
 
 
-def publish_under_load(store: Path, work: Path, concurrency: int = 8, load_s: float = 8.0) -> Result:
-    """No request fails while a version is published; answers name the version loaded at start-up; a restart serves the new one."""
+def hot_swap_under_load(store: Path, work: Path, concurrency: int = 16, load_s: float = 60.0,
+                        settle_s: float = FOLLOW_WITHIN_S) -> Result:
+    """Versions change under load without a restart: a new one published and promoted, then rolled back, then
+    a damaged one promoted by a bare pointer write. No request fails; every answer from `settle_s` after a
+    change names the version live since; the damaged one never answers."""
     work.mkdir(parents=True, exist_ok=True)
     copy = _copy(store, work)
-    before = latest(copy, "fashion").name
+    first = live(copy, "fashion").name
+    promote(copy, "fashion", first)  # a pointer, so that publishing alone changes nothing
     problems: list[str] = []
-    with serve_store(copy, work / "publish.log") as server:
-        with Load(server.url, concurrency=concurrency) as load:
-            time.sleep(load_s / 3)
-            published = publish_new_version(copy, "fashion").name
-            time.sleep(2 * load_s / 3)
-        failed = load.failures()
-        versions = sorted({o.version for o in load.outcomes if o.endpoint in ("/classify", "/classify_batch")})
-        listed = httpx.get(server.url + "/models", timeout=10).json()["models"]["fashion"]["version"]
-        server.terminate()
+    expected: list[tuple[float, str]] = [(0.0, first)]  # (from when, the version every answer must name)
+    phase = load_s / 4
+    with serve_store(copy, work / "hot_swap.log") as server:
+        calls = [c for c in mixed_calls() if c.endpoint == "/classify"]
+        with Load(server.url, calls=calls, concurrency=concurrency) as load:
+            time.sleep(phase)
+            fresh = publish_new_version(copy, "fashion").name
+            time.sleep(min(1.0, phase / 3))  # published, not promoted: still the first
+            promote(copy, "fashion", fresh)
+            expected.append((time.monotonic(), fresh))
+            time.sleep(phase)
+            expected.append((time.monotonic(), rollback(copy, "fashion")))
+            time.sleep(phase)
+            damaged = publish_new_version(copy, "fashion")
+            data = bytearray((damaged / MODEL_FILE).read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            (damaged / MODEL_FILE).write_bytes(bytes(data))
+            promote(copy, "fashion", damaged.name)  # not verified, as a hand-edited live.json would be
+            time.sleep(phase)
+        listed = httpx.get(server.url + "/models", timeout=10).json()["models"]["fashion"]
+    failed = load.failures()
     if failed:
         problems.append(f"{len(failed)} of {len(load.outcomes)} requests failed: {failed[0]}")
-    if versions != [before] or listed != before:
-        problems.append(f"answers named {versions} and /models {listed} while {before} was loaded")
-    with serve_store(copy, work / "publish-restart.log") as server:
-        after = _classify(server.url).json().get("version")
-    if after != published:
-        problems.append(f"after a restart fashion answers {after}, expected {published}")
-    if MANIFEST_FILE not in {p.name for p in (copy / "fashion" / published).iterdir()}:
-        problems.append("the published version has no manifest")
-    return _result("publish_under_load", problems, requests=len(load.outcomes), failed=len(failed),
-                   versions_answered=versions, published=published, after_restart=after)
+    wrong = []
+    for outcome in load.outcomes:
+        since, version = max((e for e in expected if e[0] <= outcome.start), key=lambda e: e[0])
+        if outcome.ok and outcome.start >= since + settle_s and outcome.version != version:
+            wrong.append((round(outcome.start - since, 2), outcome.version, version))
+    if wrong:
+        problems.append(f"{len(wrong)} answers named another version than the live one {settle_s} s after a "
+                        f"change, e.g. {wrong[:3]} (seconds after, answered, live)")
+    answered = sorted({o.version for o in load.outcomes if o.ok})
+    if damaged.name in answered:
+        problems.append(f"the damaged {damaged.name} answered")
+    if listed["live"] != first or damaged.name not in str(listed["failed"]):
+        problems.append(f"/models says live {listed['live']}, failed {listed['failed']}")
+    return _result("hot_swap_under_load", problems, requests=len(load.outcomes), failed=len(failed),
+                   versions_answered=answered, damaged=damaged.name, live_at_end=listed["live"],
+                   answers_off_the_live_version=len(wrong))
 
 
 CHECKS: dict[str, Callable[[Path, Path], Result]] = {
     "sigkill_worker": sigkill_worker, "damaged_models": damaged_models, "missing_model": missing_model,
-    "sigterm_in_flight": sigterm_in_flight, "publish_under_load": publish_under_load,
+    "sigterm_in_flight": sigterm_in_flight, "hot_swap_under_load": hot_swap_under_load,
 }
