@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from serving.overload import LIMIT_ENV, MAX_IN_FLIGHT
 from training.provenance import hardware, utc_now
@@ -127,6 +127,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rounds": args.rounds, "medians": medians, "all": rounds}
 
 
+def save(out: Path, results: dict[str, Any], report: Callable[[dict[str, Any]], str]) -> None:
+    """results.json and results.md (the report's text, also printed) in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    text = report(results)
+    (out / "results.md").write_text(text)
+    print(text)
+
+
 def report(results: dict[str, Any]) -> str:
     rows = ["| server | admitted/s | admitted p50 | admitted p99 | refused (429) | 429 p99 | other | errors |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -145,12 +154,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=MAX_IN_FLIGHT, help="in-flight limit of the limited server")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_overload")
     args = p.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = run(args)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    text = report(results)
-    (args.out / "results.md").write_text(text)
-    print(text)
+    save(args.out, run(args), report)
 
 
 if __name__ == "__main__":

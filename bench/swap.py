@@ -13,7 +13,6 @@ worker's RSS after the first swap and after the last (goal: under +50 MB), and w
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import httpx
 from training.provenance import hardware, utc_now
 from training.store import live, promote, versions
 
-from .overload import percentile_ms, send
+from .overload import percentile_ms, save, send
 from .serve import Server, free_port, tree_rss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,12 +108,7 @@ def main() -> None:
     p.add_argument("--every", type=float, default=1.0, help="seconds between promotions")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_swap")
     args = p.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    results = run(args)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    text = report(results)
-    (args.out / "results.md").write_text(text)
-    print(text)
+    save(args.out, run(args), report)
 
 
 if __name__ == "__main__":
