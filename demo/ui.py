@@ -247,21 +247,21 @@ def heart_tab(models: ServedModels) -> None:
                     label="Rows from the data set's test split, with their true outcome (click one)")
 
 
-def about_tab(models: ServedModels) -> None:
+def about_markdown(models: ServedModels) -> str:
+    """Every model's facts, its live version's, and what is not available yet."""
     if not models.models:
-        gr.Markdown("No models are published yet: `python -m training.fit --list` shows what can be trained.")
-    for served in models.models.values():
-        with gr.Accordion(f"{served.name} {served.version or ''}", open=True):
-            gr.Markdown(views.about_markdown(served))
+        return "No models are published yet: `python -m training.fit --list` shows what can be trained."
+    parts = [views.about_markdown(served) for served in models.models.values()]
     missing = views.unavailable(models)
     if missing:
-        gr.Markdown("**Not available yet:**\n\n" + "\n".join(f"- `{n}`: {why}" for n, why in missing.items()))
+        parts.append("**Not available yet:**\n\n" + "\n".join(f"- `{n}`: {why}" for n, why in missing.items()))
+    return "\n\n---\n\n".join(parts)
 
 
 def build_demo(models: ServedModels) -> gr.Blocks:
     """The whole page for the models of one store; works with an empty store too."""
     with gr.Blocks(title="classic-dl demo", analytics_enabled=False) as demo:
-        gr.Markdown(header_markdown(models))
+        header = gr.Markdown(header_markdown(models))
         with gr.Tabs():
             with gr.Tab("Classify", id="classify"):
                 classify_tab(models)
@@ -270,6 +270,9 @@ def build_demo(models: ServedModels) -> gr.Blocks:
             with gr.Tab("Heart risk", id="heart"):
                 heart_tab(models)
             with gr.Tab("About the models", id="about"):
-                about_tab(models)
+                about = gr.Markdown(about_markdown(models), elem_id="about-models")
         demo.load(None, js=SELECT_BRUSH_JS)
+        # The live versions may have changed since the page was built (serving.following): said afresh per visit.
+        demo.load(lambda: (header_markdown(models), about_markdown(models)), outputs=[header, about],
+                  api_visibility="private", show_progress="hidden")
     return demo

@@ -256,3 +256,15 @@ def test_the_store_command_is_torch_free(store: Path) -> None:
     done = subprocess.run([sys.executable, "-c", probe, str(store)], cwd=Path(__file__).parents[1],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_demo_over_the_same_models_describes_the_version_now_live(store: Path) -> None:
+    from demo import ui, views
+
+    models = load_models(store)
+    ui.build_demo(models)
+    assert "**fashion v1**" in ui.about_markdown(models) and "`fashion` v1" in ui.header_markdown(models)
+    promote(store, "fashion", "v2")
+    models.refresh()
+    assert "**fashion v2**" in ui.about_markdown(models) and "`fashion` v2" in ui.header_markdown(models)
+    assert views.classify(models, "fashion", PHOTO_PNG).confidences  # answered by the new version
