@@ -175,6 +175,7 @@ class ServedModels:
     models: dict[str, ServedModel]
     on_batch: Callable[[str, int], None] | None = None
     on_swap: Callable[[str, str | None, str], None] | None = None  # (name, version, "ok" or "failed")
+    monitor: Any = None  # serving.monitoring.Monitor: told of preparation and inference times, answers, swaps
     try_cuda: bool = False
     failures: dict[str, str] = field(default_factory=dict)  # name -> why its live pointer is not served
     _pinned: collections.OrderedDict = field(default_factory=collections.OrderedDict, repr=False)
@@ -257,6 +258,8 @@ class ServedModels:
                 continue
             self.models[name] = candidate  # one assignment: a request sees the old version or the new
             self.failures.pop(name, None)
+            if self.monitor is not None:
+                self.monitor.live(candidate)
             swapped.append(name)
             log.info("now serving %s %s (was %s)", name, candidate.version, current.version if current else "none")
             if self.on_swap is not None:
@@ -282,7 +285,7 @@ class ServedModels:
 
     def probabilities(self, name: str, pixels: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities for (N, C, H, W) float32 pixels in [0, 1]: one ONNX Runtime call."""
-        return _probabilities(self.get(name, CLASSIFY), pixels)
+        return self._infer(self.get(name, CLASSIFY), pixels)
 
     def classify(self, name: str, image: bytes | Image.Image, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify one image (encoded bytes or a PIL image) with model `name`."""
@@ -292,19 +295,42 @@ class ServedModels:
                       top_k: int = DEFAULT_TOP_K) -> tuple[np.ndarray, dict[str, Any]]:
         """classify()'s answer and the prepared input it was given, (C, H, W) (what the demo shows)."""
         served = self.get(name, CLASSIFY)
+        started = time.perf_counter()
         pixels = _prepare(image, served.image_spec)
-        return pixels, _answer(served, _probabilities(served, pixels[None])[0], top_k)
+        self._prepared(served, started)
+        return pixels, self._answer(served, self._infer(served, pixels[None])[0], top_k)
 
     async def classify_shared(self, name: str, image: bytes | Image.Image,
                               top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """classify() for an event loop: the image is prepared in a lane thread unless it is small, and
         the ONNX Runtime call is shared with the concurrent requests for the same version (serving.batching)."""
         served = self.get(name, CLASSIFY)
+        started = time.perf_counter()
         pixels = await _prepare_async(image, served.image_spec)
+        self._prepared(served, started)
         if served.batcher is None:
             observe = None if self.on_batch is None else (lambda size: self.on_batch(served.name, size))
-            served.batcher = Batcher(lambda batch: _probabilities(served, batch), MAX_SHARED_BATCH, observe)
-        return _answer(served, await served.batcher(pixels), top_k)
+            served.batcher = Batcher(lambda batch: self._infer(served, batch), MAX_SHARED_BATCH, observe)
+        return self._answer(served, await served.batcher(pixels), top_k)
+
+    def _prepared(self, served: ServedModel, started: float) -> None:
+        if self.monitor is not None:
+            self.monitor.prepared(served, time.perf_counter() - started)
+
+    def _infer(self, served: ServedModel, pixels: np.ndarray) -> np.ndarray:
+        """(N, K) probabilities from one ONNX Runtime call, timed for the monitor."""
+        started = time.perf_counter()
+        probabilities = _probabilities(served, pixels)
+        if self.monitor is not None:
+            self.monitor.inferred(served, time.perf_counter() - started)
+        return probabilities
+
+    def _answer(self, served: ServedModel, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
+        """POST /classify's answer for one image's probabilities, naming the version that gave them."""
+        (best,) = top_labels(served, probabilities[None], _top_k(top_k))
+        if self.monitor is not None:
+            self.monitor.answered(served, probabilities[None])
+        return {"model": served.name, "version": served.version, **best, "provider": served.provider}
 
     def classify_array(self, name: str, array: np.ndarray | bytes, top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
         """Classify (N, C, H, W) images already in training form: uint8 0-255 or float32 in [0, 1].
@@ -314,15 +340,23 @@ class ServedModels:
         """
         served = self.get(name, CLASSIFY)
         pixels = _batch_pixels(read_npy(array) if isinstance(array, bytes) else np.asarray(array), served)
-        probabilities = _probabilities(served, pixels)
+        k = _top_k(top_k)
+        probabilities = self._infer(served, pixels)
+        if self.monitor is not None:
+            self.monitor.answered(served, probabilities)
         return {"model": served.name, "version": served.version, "provider": served.provider,
-                "count": len(pixels), "results": top_labels(served, probabilities, _top_k(top_k))}
+                "count": len(pixels), "results": top_labels(served, probabilities, k)}
 
     def reconstruct(self, name: str, image: bytes | Image.Image) -> tuple[Image.Image, ServedModel]:
         """The autoencoder's output for `image`, as an 8-bit greyscale or RGB image, and the version that made it."""
         served = self.get(name, RECONSTRUCT)
+        started = time.perf_counter()
         pixels = _prepare(image, served.image_spec)
+        self._prepared(served, started)
+        started = time.perf_counter()
         out = np.clip(served.run(pixels[None])[0], 0.0, 1.0)  # (C, H, W)
+        if self.monitor is not None:
+            self.monitor.inferred(served, time.perf_counter() - started)
         as_uint8 = np.round(out * 255).astype(np.uint8)
         picture = Image.fromarray(as_uint8[0], mode="L") if len(as_uint8) == 1 else \
             Image.fromarray(as_uint8.transpose(1, 2, 0), mode="RGB")
@@ -338,8 +372,13 @@ class ServedModels:
         served = self.get(model, TABULAR)
         if not isinstance(row, HeartRow):
             row = validate_heart_row(row)
+        started = time.perf_counter()
         probability = float(served.run(encode_row(row, served.tabular)).reshape(-1)[0])
-        return {"probability": probability, "label": served.labels[int(probability >= served.threshold)],
+        label = int(probability >= served.threshold)
+        if self.monitor is not None:
+            self.monitor.inferred(served, time.perf_counter() - started)
+            self.monitor.answered(served, np.array([[1 - probability, probability]]), np.array([label]))
+        return {"model": served.name, "probability": probability, "label": served.labels[label],
                 "version": served.version, "provider": served.provider}
 
 
@@ -348,12 +387,6 @@ def _probabilities(served: ServedModel, pixels: np.ndarray) -> np.ndarray:
     if out.shape[1] == 1:  # a binary graph answers one probability, of the second label (loading.check_manifest)
         out = np.concatenate([1 - out, out], axis=1)
     return out
-
-
-def _answer(served: ServedModel, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
-    """POST /classify's answer for one image's probabilities, naming the version that gave them."""
-    (best,) = top_labels(served, probabilities[None], _top_k(top_k))
-    return {"model": served.name, "version": served.version, **best, "provider": served.provider}
 
 
 def _figure(metrics: Mapping[str, Any]) -> float | None:

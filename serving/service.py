@@ -26,6 +26,7 @@ import io
 import ipaddress
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -45,6 +46,7 @@ from serving.auth import KEYS_ENV, KeyGuard, keys_from_env, metrics_open
 from serving.overload import InFlightLimit, limit_from_env
 from serving.errors import InvalidField, ServingError, WrongKind, describe_validation_errors
 from serving.following import StoreFollower
+from serving.monitoring import Monitor, observe_request
 from serving.form import Form
 from serving.guard import RequestGuard
 from serving.loading import CLASSIFY, RECONSTRUCT, TABULAR
@@ -114,6 +116,12 @@ def form_value(text: str) -> Any:
         return text
 
 
+def timed_answer(endpoint: str, answer: dict[str, Any], started: float) -> JSONResponse:
+    """`answer` as sent, its time observed for the model and version that gave it (serving.monitoring)."""
+    observe_request(endpoint, answer["model"], answer["version"], time.perf_counter() - started)
+    return json_answer(answer)
+
+
 def json_answer(answer: dict[str, Any]) -> JSONResponse:
     """The answer as sent: BentoML would validate a returned dict against the declared output and build its
     JSON schema on every request (12% of a /classify request's event-loop time, py-spy, bench.serve)."""
@@ -162,10 +170,12 @@ class ModelService:
     def __init__(self) -> None:
         store = store_from_env()  # read when the service starts
         self.models = load_models(store, on_batch=lambda name, size: BATCH_SIZES.labels(model=name).observe(size))
-        self.models.on_swap = record_swap
+        self.models.on_swap, self.models.monitor = record_swap, Monitor()
         self.follower: StoreFollower | None = None
         for name, served in self.models.models.items():
             record_swap(name, served.version, "started" if served.ready else "failed")
+            if served.ready:
+                self.models.monitor.live(served)
         for served in self.models.models.values():
             if served.ready:
                 log.info("serving %s %s on %s", served.name, served.version, served.provider)
@@ -199,8 +209,9 @@ class ModelService:
         return await self.classify_upload(image.read_bytes(), model, top_k)
 
     async def classify_upload(self, image: bytes, model: str, top_k: int) -> Response:
+        started = time.perf_counter()
         try:
-            return json_answer(await self.models.classify_shared(model, image, top_k))
+            return timed_answer("/classify", await self.models.classify_shared(model, image, top_k), started)
         except ServingError as err:
             return error_response(err)
 
@@ -210,8 +221,9 @@ class ModelService:
         return self.classify_batch_upload(images.read_bytes(), model, top_k)
 
     def classify_batch_upload(self, images: bytes, model: str, top_k: int) -> Response:
+        started = time.perf_counter()
         try:
-            return json_answer(self.models.classify_array(model, images, top_k))
+            return timed_answer("/classify_batch", self.models.classify_array(model, images, top_k), started)
         except ServingError as err:
             return error_response(err)
 
@@ -221,12 +233,14 @@ class ModelService:
         return self.reconstruct_upload(image.read_bytes(), model)
 
     def reconstruct_upload(self, image: bytes, model: str) -> Response:
+        started = time.perf_counter()
         try:
             output, served = self.models.reconstruct(model, image)
         except ServingError as err:
             return error_response(err)
         png = io.BytesIO()
         output.save(png, format="PNG")
+        observe_request("/reconstruct", served.name, served.version, time.perf_counter() - started)
         return Response(png.getvalue(), media_type="image/png",
                         headers={"X-Model-Version": str(served.version), "X-Provider": str(served.provider)})
 
@@ -234,9 +248,10 @@ class ModelService:
     def heart(self, row: HeartRow, /, ctx: bentoml.Context) -> dict[str, Any]:
         """Probability of heart disease for one row of heart.csv's columns, as a JSON object
         (`?model=heart@vN` asks a version by name)."""
+        started = time.perf_counter()
         try:
             model = ctx.request.query_params.get("model", HEART_MODEL) if ctx.request is not None else HEART_MODEL
-            return json_answer(self.models.predict_heart(row, model))
+            return timed_answer("/heart", self.models.predict_heart(row, model), started)
         except ServingError as err:
             refused = error_response(err)
             ctx.response.status_code = refused.status_code  # BentoML answers with the context's status

@@ -310,7 +310,7 @@ def test_heart_answers_probability_and_label(client: TestClient) -> None:
     response = client.post("/heart", json=HEART_ROW)
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert set(answer) == {"probability", "label", "version", "provider"}
+    assert set(answer) == {"model", "probability", "label", "version", "provider"} and answer["model"] == "heart"
     assert 0 < answer["probability"] < 1 and answer["version"] == "v1"
     assert answer["label"] == ("HeartDisease" if answer["probability"] >= 0.5 else "Normal")
     assert client.post("/heart", json={**HEART_ROW, "Oldpeak": -2.6, "Cholesterol": 0}).status_code == 200

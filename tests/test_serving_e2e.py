@@ -121,6 +121,23 @@ def test_made_up_paths_add_no_metric_series(server: Server) -> None:
     assert 'endpoint="other"' in metrics and 'endpoint="/ui"' in metrics, metrics[-3000:]
 
 
+def test_metrics_per_model_and_version_with_the_test_splits_reference(server: Server, tmp_path: Path) -> None:
+    png = io.BytesIO()
+    Image.new("L", (28, 28)).save(png, format="PNG")
+    for model in ("fashion", "fashion@v1", "made-up-model", "fashion@v99"):
+        httpx.post(server.url + "/classify", files={"image": ("x.png", png.getvalue())}, data={"model": model})
+    httpx.post(server.url + "/heart", json=HEART_ROW)
+    metrics = httpx.get(server.url + "/metrics").text
+    for series in ('model_request_seconds_count{endpoint="/classify",model="fashion",version="v1"} 2.0',
+                   'model_request_seconds_count{endpoint="/heart",model="heart",version="v1"} 1.0',
+                   'model_top1_probability_count{model="fashion",version="v1"} 2.0',
+                   'model_prepare_seconds_count{model="fashion",version="v1"} 2.0',
+                   'model_test_top1_mean{model="fashion",version="v1"}', 'model_test_label_share{label="Trouser"',
+                   'model_answers_total{label=', 'model_live_version{'):
+        assert series in metrics, series
+    assert "made-up" not in metrics and "v99" not in metrics  # a name not in the store adds no series
+
+
 def test_each_server_has_its_own_prometheus_folder(server: Server) -> None:
     """BentoML's default is one folder under $BENTOML_HOME, emptied by every server that starts."""
     (worker,) = server.workers()

@@ -12,6 +12,7 @@ from torch import nn
 from .augment import augment_batch
 from .data import DataBundle
 from .files import atomic_write_text
+from .answers import answer_profile
 from .loop import as_pixels, class_probabilities, predict
 from .metrics import classification_metrics, roc_auc
 from .models import parameter_table
@@ -35,7 +36,8 @@ def _classification(run_dir: Path, model: nn.Module, data: DataBundle, cfg: Expe
     probs = class_probabilities(cfg, predict(model, test.inputs, cfg.eval_batch_size)).cpu().numpy()
     y_true, y_pred = test.labels.cpu().numpy(), probs.argmax(1)
     metrics = classification_metrics(y_true, y_pred, names)
-    found: dict[str, Any] = {"test_accuracy": metrics["accuracy"], "classification": metrics}
+    found: dict[str, Any] = {"test_accuracy": metrics["accuracy"], "classification": metrics,
+                             "answers": answer_profile(probs, names)}  # the drift signal's reference
     if len(names) == 2:
         found["test_roc_auc"] = roc_auc(y_true, probs[:, 1])
     kind = "images" if test.inputs.ndim == 4 else "rows"

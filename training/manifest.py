@@ -17,7 +17,8 @@ _LAYOUT_WORDS = {
 }
 
 # Headline metrics copied into the manifest; the full report stays in the run folder.
-_HEADLINE = ("test_accuracy", "test_loss", "test_mse", "test_denoise_mse", "test_noisy_input_mse", "test_roc_auc")
+_HEADLINE = ("test_accuracy", "test_loss", "test_mse", "test_denoise_mse", "test_noisy_input_mse", "test_roc_auc",
+             "answers")
 _TABLE_WORDS = ("one row of the table's columns; numbers scaled by (x - mean) / std with the training rows' "
                 "statistics, categories one-hot in the order listed. A numeric column's missing_value (0 for "
                 "RestingBP and Cholesterol) means not measured: the graph puts the training mean in its place "
