@@ -1,6 +1,7 @@
 """python -m reliability [GROUP ...] [--store DIR]: the long reliability checks, a pass/fail line each.
 
-Groups: fuzz, soak, faults, adversarial, training (default: all, in that order; about 40 minutes on 2 cores).
+Groups: fuzz, soak, faults, adversarial, prometheus, training (default: all, in that order; about 40 minutes
+on 2 cores).
 Every result is written to runs/reliability/GROUP.json; docs/RELIABILITY.md quotes them.
 """
 
@@ -12,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import adversarial, faults, fuzz, soak, training_kills
+from . import adversarial, faults, fuzz, prometheus, soak, training_kills
 from .server import REPO
 
-GROUPS = ("fuzz", "soak", "faults", "adversarial", "training")
+GROUPS = ("fuzz", "soak", "faults", "adversarial", "prometheus", "training")
 
 
 def run_group(group: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -24,6 +25,8 @@ def run_group(group: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         return [fuzz.fuzz(args.store, work, args.fuzz_examples, args.images)]
     if group == "soak":
         return [soak.soak(args.store, work, args.soak_seconds)]
+    if group == "prometheus":
+        return [prometheus.prometheus_check(args.store, work)]
     if group in ("faults", "adversarial"):
         checks = faults.CHECKS if group == "faults" else adversarial.CHECKS
         return [check(args.store, work / name) for name, check in checks.items()]

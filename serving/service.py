@@ -29,7 +29,8 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal
+from urllib.parse import quote
 
 import anyio
 import bentoml
@@ -37,7 +38,7 @@ import prometheus_client
 import psutil
 from fastapi import FastAPI
 from PIL import Image
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from demo.mount import ui_app
@@ -45,6 +46,7 @@ from serving import bentoml_compat, http_limits
 from serving.auth import KEYS_ENV, KeyGuard, keys_from_env, metrics_open
 from serving.overload import InFlightLimit, limit_from_env
 from serving.errors import InvalidField, ServingError, WrongKind, describe_validation_errors
+from serving.explain import describe, heat_picture
 from serving.following import StoreFollower
 from serving.monitoring import Monitor, observe_request
 from serving.form import Form
@@ -70,6 +72,12 @@ ModelName = Annotated[str, Field(description="a model name listed by GET /models
 TopK = Annotated[int, Field(ge=1, le=1000, strict=True, description="how many labels to return, best first")]
 ImageFile = Annotated[Path, Field(description="PNG, JPEG, GIF, BMP or WebP; any size, greyscale or colour")]
 NpyFile = Annotated[Path, Field(description="numpy.save of an (N, C, H, W) uint8 or float32 array in [0, 1]")]
+# A label is text, but form text is read as JSON first: the digits' label "7" arrives as the number 7.
+Label = Annotated[str | None, BeforeValidator(lambda v: str(v) if type(v) in (int, float) else v),
+                  Field(description="the class to explain, one of the model's labels; default: its top class",
+                        examples=["Trouser"])]
+ExplainFormat = Annotated[Literal["json", "png"], Field(description="json: values per pixel; png: the heat "
+                                                                    "over what the model sees")]
 
 
 ROUTES = {CLASSIFY: "/classify", RECONSTRUCT: "/reconstruct", TABULAR: "/heart"}  # where each kind of model answers
@@ -90,10 +98,16 @@ LIVE_VERSION = prometheus_client.Gauge("model_live_version", "the number N of th
                                        ["model"], multiprocess_mode="liveall")
 
 
+MODEL_READY = prometheus_client.Gauge("model_ready", "1 while the model's live version serves, 0 while it answers 503",
+                                      ["model"], multiprocess_mode="liveall")
+
+
 def record_swap(name: str, version: str | None, result: str) -> None:
+    """A live version of `name` started, was swapped in ("ok"), or was not ("failed": the previous one serves)."""
     SWAPS.labels(model=name, result=result).inc()
     if result != "failed" and version:
         LIVE_VERSION.labels(model=name).set(int(version.removeprefix("v")))
+        MODEL_READY.labels(model=name).set(1)
 
 
 # Extra routes BentoML's @bentoml.api cannot declare (it makes POST routes only).
@@ -176,6 +190,8 @@ class ModelService:
             record_swap(name, served.version, "started" if served.ready else "failed")
             if served.ready:
                 self.models.monitor.live(served)
+            else:
+                MODEL_READY.labels(model=name).set(0)
         for served in self.models.models.values():
             if served.ready:
                 log.info("serving %s %s on %s", served.name, served.version, served.provider)
@@ -243,6 +259,30 @@ class ModelService:
         observe_request("/reconstruct", served.name, served.version, time.perf_counter() - started)
         return Response(png.getvalue(), media_type="image/png",
                         headers={"X-Model-Version": str(served.version), "X-Provider": str(served.provider)})
+
+    @bentoml.api(route="/explain")
+    def explain(self, image: ImageFile, model: ModelName, label: Label = None,
+                format: ExplainFormat = "json") -> dict[str, Any]:
+        """Where a classifier looks in an image: how much covering each part lowers the probability of a class
+        (occlusion sensitivity, per pixel), as JSON or, with format=png, as a picture."""
+        return self.explain_upload(image.read_bytes(), model, label, format)
+
+    def explain_upload(self, image: bytes, model: str, label: str | None, format: str) -> Response:
+        started = time.perf_counter()  # one batch of covered copies, in the synchronous endpoints' threads
+        try:
+            pixels, sensitivity, served = self.models.explain(model, image, label)
+        except ServingError as err:
+            return error_response(err)
+        answer = {"model": served.name, "version": served.version, **describe(sensitivity, served.labels),
+                  "provider": served.provider}
+        if format == "json":
+            return timed_answer("/explain", answer, started)
+        png = io.BytesIO()
+        heat_picture(pixels, sensitivity.values).save(png, format="PNG")
+        observe_request("/explain", served.name, served.version, time.perf_counter() - started)
+        return Response(png.getvalue(), media_type="image/png", headers={
+            "X-Model-Version": str(served.version), "X-Provider": str(served.provider),
+            "X-Label": quote(answer["label"], safe=" "), "X-Probability": repr(sensitivity.probability)})
 
     @bentoml.api(route="/heart")
     def heart(self, row: HeartRow, /, ctx: bentoml.Context) -> dict[str, Any]:
