@@ -30,6 +30,7 @@ from training.store import StoreError, live, published_names, read_manifest, ver
 from .batching import Batcher
 from .budget import MemoryBudget, give_big_blocks_back
 from .errors import BadInput, InvalidField, NotReady, Overloaded, UnknownModel, WrongKind, describe_validation_errors
+from .explain import Sensitivity, label_index, occlusion
 from .loading import CLASSIFY, CUDA, RECONSTRUCT, TABULAR, ServedModel, files_key, load_model
 from .npy import read_npy
 from .tabular import HeartRow, encode_row
@@ -361,6 +362,18 @@ class ServedModels:
         picture = Image.fromarray(as_uint8[0], mode="L") if len(as_uint8) == 1 else \
             Image.fromarray(as_uint8.transpose(1, 2, 0), mode="RGB")
         return picture, served
+
+    def explain(self, name: str, image: bytes | Image.Image | np.ndarray,
+                label: str | None = None) -> tuple[np.ndarray, Sensitivity, ServedModel]:
+        """Where classifier `name` looks in `image` for `label` (default: its top class): the input as prepared,
+        its occlusion map (serving.explain) and the version that made it. One ONNX Runtime batch of covered
+        copies, run in the calling thread; `image` may be a prepared (C, H, W) input already (classify_seen's)."""
+        served = self.get(name, CLASSIFY)
+        target = label_index(served.labels, label)  # an unknown label is refused before any decoding
+        pixels = _batch_pixels(image[None], served)[0] if isinstance(image, np.ndarray) else \
+            _prepare(image, served.image_spec)
+        return pixels, occlusion(pixels, lambda batch: _probabilities(served, batch), served.image_spec.layout,
+                                 target), served
 
     # -- tabular
 

@@ -276,6 +276,7 @@ def test_uploads_are_answered_from_the_guards_parse_as_the_declared_apis_answer(
     over_http = client.post("/classify", **image_form(PHOTO_PNG, top_k="4"))
     assert client.post("/reconstruct", files={"image": ("x.png", PHOTO_PNG)}).status_code == 200
     assert client.post("/classify_batch", **batch_form(npy(np.zeros((2, 1, 28, 28), np.uint8)))).status_code == 200
+    assert client.post("/explain", **image_form(PHOTO_PNG)).status_code == 200
     assert over_http.status_code == 200 and parsed == []
 
     monkeypatch.setenv(STORE_ENV, str(store))
