@@ -73,10 +73,7 @@ def load_models(store: Path, on_batch: Callable[[str, int], None] | None = None)
     try_cuda = CUDA in ort.get_available_providers()
     models: dict[str, ServedModel] = {}
     for name in published_names(store):
-        served = models[name] = load_model(store, name, try_cuda)
-        if try_cuda and served.ready and served.provider != CUDA:
-            log.info("CUDA is listed by onnxruntime but does not work here; serving on CPU")
-            try_cuda = False  # found out once; the other models go straight to CPU
+        models[name] = load_model(store, name, try_cuda)  # after a failure on CUDA, straight to CPU (serving.devices)
     return ServedModels(store, models, on_batch, try_cuda=try_cuda)
 
 
@@ -301,14 +298,17 @@ class ServedModels:
         self._prepared(served, started)
         return pixels, self._answer(served, self._infer(served, pixels[None])[0], top_k)
 
-    async def classify_shared(self, name: str, image: bytes | Image.Image,
-                              top_k: int = DEFAULT_TOP_K) -> dict[str, Any]:
+    async def classify_shared(self, name: str, image: bytes | Image.Image, top_k: int = DEFAULT_TOP_K,
+                              seen: list[np.ndarray] | None = None) -> dict[str, Any]:
         """classify() for an event loop: the image is prepared in a lane thread unless it is small, and
-        the ONNX Runtime call is shared with the concurrent requests for the same version (serving.batching)."""
+        the ONNX Runtime call is shared with the concurrent requests for the same version (serving.batching).
+        The prepared input is appended to `seen` when one is given (the prediction log may keep it)."""
         served = self.get(name, CLASSIFY)
         started = time.perf_counter()
         pixels = await _prepare_async(image, served.image_spec)
         self._prepared(served, started)
+        if seen is not None:
+            seen.append(pixels)
         if served.batcher is None:
             observe = None if self.on_batch is None else (lambda size: self.on_batch(served.name, size))
             served.batcher = Batcher(lambda batch: self._infer(served, batch), MAX_SHARED_BATCH, observe)
@@ -438,7 +438,7 @@ def _batch_pixels(array: np.ndarray, served: ServedModel) -> np.ndarray:
     if not 1 <= len(array) <= MAX_BATCH_IMAGES:
         raise BadInput(f"batch of {len(array)} images: send between 1 and {MAX_BATCH_IMAGES} per request")
     if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
+        return np.divide(array, np.float32(255), dtype=np.float32)  # one pass, no float32 copy divided into another
     if array.dtype.kind != "f" or array.dtype.itemsize != 4:
         raise BadInput(f"dtype {array.dtype} refused: send uint8 (0-255) or float32 (0-1) pixels")
     pixels = array.astype(np.float32)  # native byte order, and a copy we may keep

@@ -27,6 +27,7 @@ import ipaddress
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
@@ -34,6 +35,7 @@ from urllib.parse import quote
 
 import anyio
 import bentoml
+import numpy as np
 import prometheus_client
 import psutil
 from fastapi import FastAPI
@@ -44,11 +46,13 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from demo.mount import ui_app
 from serving import bentoml_compat, http_limits
 from serving.auth import KEYS_ENV, KeyGuard, keys_from_env, metrics_open
+from serving.devices import device_setting
 from serving.overload import InFlightLimit, limit_from_env
 from serving.errors import InvalidField, ServingError, WrongKind, describe_validation_errors
 from serving.explain import describe, heat_picture
 from serving.following import StoreFollower
 from serving.monitoring import Monitor, observe_request
+from serving.predictions import PredictionLog, record_answer
 from serving.form import Form
 from serving.guard import RequestGuard
 from serving.loading import CLASSIFY, RECONSTRUCT, TABULAR
@@ -85,6 +89,7 @@ UPLOAD_SUFFIX = "_upload"  # ModelService.<api>_upload(**fields as bytes and val
 SYNC_THREADS = 2  # threads per worker for the synchronous endpoints (see @bentoml.service below)
 
 API_KEYS = keys_from_env()  # None: keys are off (serving.auth); a bad keys file stops the service here
+DEVICE = device_setting()  # SERVING_DEVICE: auto, cpu or cuda (serving.devices); a bad value stops it here too
 LOOPBACK = "127.0.0.1"
 
 # Images per ONNX Runtime call on /classify, by model: shows the adaptive batching at work in /metrics.
@@ -186,6 +191,7 @@ class ModelService:
         self.models = load_models(store, on_batch=lambda name, size: BATCH_SIZES.labels(model=name).observe(size))
         self.models.on_swap, self.models.monitor = record_swap, Monitor()
         self.follower: StoreFollower | None = None
+        self.predictions = PredictionLog.from_env()  # None: off
         for name, served in self.models.models.items():
             record_swap(name, served.version, "started" if served.ready else "failed")
             if served.ready:
@@ -209,6 +215,8 @@ class ModelService:
     def stop_following(self) -> None:
         if self.follower is not None:
             self.follower.stop()
+        if self.predictions is not None:
+            self.predictions.close()
 
     def __is_ready__(self) -> bool:
         """GET /readyz: true only when every published model is loaded and verified."""
@@ -225,11 +233,12 @@ class ModelService:
         return await self.classify_upload(image.read_bytes(), model, top_k)
 
     async def classify_upload(self, image: bytes, model: str, top_k: int) -> Response:
-        started = time.perf_counter()
+        started, seen = time.perf_counter(), []
         try:
-            return timed_answer("/classify", await self.models.classify_shared(model, image, top_k), started)
+            answer = await self.models.classify_shared(model, image, top_k, seen)
         except ServingError as err:
             return error_response(err)
+        return self.answered("/classify", answer, started, image, seen)
 
     @bentoml.api(route="/classify_batch")
     def classify_batch(self, images: NpyFile, model: ModelName, top_k: TopK = DEFAULT_TOP_K) -> dict[str, Any]:
@@ -239,9 +248,10 @@ class ModelService:
     def classify_batch_upload(self, images: bytes, model: str, top_k: int) -> Response:
         started = time.perf_counter()
         try:
-            return timed_answer("/classify_batch", self.models.classify_array(model, images, top_k), started)
+            answer = self.models.classify_array(model, images, top_k)
         except ServingError as err:
             return error_response(err)
+        return self.answered("/classify_batch", answer, started, images)
 
     @bentoml.api(route="/reconstruct")
     def reconstruct(self, image: ImageFile, model: ModelName = "fashion_reconstruction") -> Image.Image:
@@ -291,11 +301,21 @@ class ModelService:
         started = time.perf_counter()
         try:
             model = ctx.request.query_params.get("model", HEART_MODEL) if ctx.request is not None else HEART_MODEL
-            return timed_answer("/heart", self.models.predict_heart(row, model), started)
+            return self.answered("/heart", self.models.predict_heart(row, model), started, None)
         except ServingError as err:
             refused = error_response(err)
             ctx.response.status_code = refused.status_code  # BentoML answers with the context's status
             return refused
+
+    def answered(self, endpoint: str, answer: dict[str, Any], started: float, upload: bytes | None,
+                 seen: list[np.ndarray] | None = None) -> JSONResponse:
+        """`answer` as sent, with its request id; timed (serving.monitoring) and, when the prediction log is
+        on, recorded (serving.predictions)."""
+        response, request_id = timed_answer(endpoint, answer, started), uuid.uuid4().hex
+        response.headers["X-Request-ID"] = request_id
+        if self.predictions is not None:
+            record_answer(self.predictions, endpoint, answer, upload, request_id, time.perf_counter() - started, seen)
+        return response
 
     async def answer_form(self, api_name: str, form: Form) -> Response:
         """Upload endpoint `api_name`'s answer from serving.guard's parse of its form (see the module's docstring)."""
