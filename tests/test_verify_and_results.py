@@ -19,6 +19,15 @@ def test_published_classifier_matches_its_manifest_over_png(fashion_root: Path, 
     assert verify.main(["fashion", "--store", str(tmp_path / "store"), "--data-root", str(fashion_root)]) == 0
 
 
+def test_the_same_check_runs_through_the_service(fashion_root: Path, tmp_path: Path) -> None:
+    from test_serving import serve
+
+    run_tiny("fashion_cnn", fashion_root, tmp_path)
+    with serve(tmp_path / "store") as client:  # a TestClient is an httpx.Client of the in-process service
+        result = verify.verify_published(tmp_path / "store", "fashion", fashion_root, client)
+    assert result["matches"] and result["answered_by"] == ["v1"] and result["images"] == 64
+
+
 def test_verify_says_what_it_cannot_check(fashion_root: Path, tmp_path: Path, capsys) -> None:
     run_tiny("fashion_autoencoder", fashion_root, tmp_path)
     store = ["--store", str(tmp_path / "store"), "--data-root", str(fashion_root)]

@@ -1,16 +1,23 @@
 """Check a published classifier the way a client would use it: official test images as PNG bytes,
 decoded and prepared by the shared preprocessing, run by ONNX Runtime; compare with the manifest.
 
-    python -m training.verify fashion [--store models_store] [--data-root data]
+    python -m training.verify fashion [--store models_store] [--data-root data]     # in this process
+    python -m training.verify fashion --url http://127.0.0.1:3000                   # through a running service
+
+In this process the live version's graph is run on CPU; with --url every image goes to the service's
+POST /classify as a PNG (the whole path: upload, preprocessing, batching, ONNX Runtime), and every
+answer must name the live version.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 
@@ -18,18 +25,24 @@ from .data import load_data
 from .files import sha256_file
 from .preprocessing import ImageSpec, decode_image, png_bytes, prepare_image
 from .registry import config_from_dict
-from .store import MODEL_FILE, latest, read_manifest
+from .store import MODEL_FILE, StoreError, live, read_manifest, store_from_env
 
 TOLERANCE = 0.001  # accuracy may differ from the manifest by at most 0.1 point
+HTTP_THREADS = 8   # requests in flight over HTTP; the service batches them
 
 
 class VerifyError(RuntimeError):
     """A model that cannot be verified as asked; the message says why."""
 
 
-def verify_published(store: Path, name: str, data_root: Path, batch: int = 500) -> dict[str, Any]:
-    """Recompute an image classifier's test accuracy from PNG bytes; the dict says whether it matches."""
-    version = latest(store, name)
+def verify_published(store: Path, name: str, data_root: Path, client: httpx.Client | None = None,
+                     batch: int = 500) -> dict[str, Any]:
+    """Recompute an image classifier's test accuracy from PNG bytes, in this process or, given a `client`
+    of a running service, through its POST /classify; the dict says whether it matches the manifest."""
+    try:
+        version = live(store, name)
+    except StoreError as err:
+        raise VerifyError(str(err)) from None
     if version is None:
         raise VerifyError(f"no published model {name!r} in {store}")
     manifest = read_manifest(version)
@@ -39,34 +52,61 @@ def verify_published(store: Path, name: str, data_root: Path, batch: int = 500) 
         raise VerifyError(f"{version / MODEL_FILE}: sha256 does not match its manifest")
     cfg = config_from_dict(manifest["provenance"]["config"]).replace(test_limit=manifest["metrics"]["test_size"])
     test = load_data(cfg, data_root).test
-    spec = ImageSpec.from_dict(manifest["preprocessing"]["image"])
-    session = ort.InferenceSession(str(version / MODEL_FILE), providers=["CPUExecutionProvider"])
-    images = test.images.numpy()  # (N, C, H, W) uint8
-    correct = 0
-    for start in range(0, len(images), batch):
-        chunk = images[start: start + batch]
-        pixels = np.stack([prepare_image(decode_image(png_bytes(img)), spec) for img in chunk])
-        (probs,) = session.run(None, {manifest["input"]["name"]: pixels})
-        correct += int((probs.argmax(1) == test.labels[start: start + batch].numpy()).sum())
-    accuracy = correct / len(images)
+    images, labels = test.images.numpy(), test.labels.numpy()  # (N, C, H, W) uint8
+    if client is None:
+        predicted, answered_by = _in_process(version, manifest, images, batch), {manifest["version"]}
+    else:
+        predicted, answered_by = _over_http(client, name, images)
+    accuracy = float(np.mean(predicted == labels))
     claimed = manifest["metrics"]["test_accuracy"]
     return {"model": name, "version": manifest["version"], "images": len(images), "accuracy": accuracy,
-            "manifest_accuracy": claimed, "matches": abs(accuracy - claimed) <= TOLERANCE}
+            "manifest_accuracy": claimed, "answered_by": sorted(answered_by),
+            "matches": abs(accuracy - claimed) <= TOLERANCE and answered_by == {manifest["version"]}}
+
+
+def _in_process(version: Path, manifest: dict[str, Any], images: np.ndarray, batch: int) -> np.ndarray:
+    spec = ImageSpec.from_dict(manifest["preprocessing"]["image"])
+    session = ort.InferenceSession(str(version / MODEL_FILE), providers=["CPUExecutionProvider"])
+    predicted = []
+    for start in range(0, len(images), batch):
+        pixels = np.stack([prepare_image(decode_image(png_bytes(img)), spec) for img in images[start: start + batch]])
+        (probs,) = session.run(None, {manifest["input"]["name"]: pixels})
+        predicted.append(probs.argmax(1))
+    return np.concatenate(predicted)
+
+
+def _over_http(client: httpx.Client, name: str, images: np.ndarray) -> tuple[np.ndarray, set[str]]:
+    def classify(image: np.ndarray) -> tuple[int, str]:
+        response = client.post("/classify", files={"image": ("test.png", png_bytes(image), "image/png")},
+                               data={"model": name, "top_k": "1"})
+        if response.status_code != 200:
+            raise VerifyError(f"POST /classify answered {response.status_code}: {response.text[:200]}")
+        return response.json()["index"], response.json()["version"]
+
+    with ThreadPoolExecutor(HTTP_THREADS) as pool:
+        answers = list(pool.map(classify, images))
+    return np.array([index for index, _ in answers]), {version for _, version in answers}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.verify", description=__doc__.split("\n\n")[0])
     p.add_argument("name", help="served model name, e.g. fashion")
-    p.add_argument("--store", type=Path, default=Path("models_store"))
+    p.add_argument("--store", type=Path, default=None, help="the store (default: $MODELS_STORE, else ./models_store)")
     p.add_argument("--data-root", type=Path, default=Path("data"))
+    p.add_argument("--url", help="a running service to send the images to (default: score in this process)")
     args = p.parse_args(argv)
     try:
-        result = verify_published(args.store, args.name, args.data_root)
-    except VerifyError as err:
+        if args.url:
+            with httpx.Client(base_url=args.url, timeout=120) as client:
+                result = verify_published(args.store or store_from_env(), args.name, args.data_root, client)
+        else:
+            result = verify_published(args.store or store_from_env(), args.name, args.data_root)
+    except (VerifyError, httpx.HTTPError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    where = f"over HTTP ({args.url}), answered by {'/'.join(result['answered_by'])}" if args.url else "in process"
     print(f"{result['model']} {result['version']}: {100 * result['accuracy']:.2f}% on {result['images']:,} "
-          f"test images sent as PNG (manifest says {100 * result['manifest_accuracy']:.2f}%): "
+          f"test images sent as PNG, {where} (manifest says {100 * result['manifest_accuracy']:.2f}%): "
           f"{'OK' if result['matches'] else 'MISMATCH'}")
     return 0 if result["matches"] else 1
 
