@@ -20,12 +20,11 @@ from training.files import sha256_bytes
 from training.preprocessing import ImageSpec
 from training.store import MANIFEST_FILE, MODEL_FILE, StoreError, live, read_manifest
 
+from .devices import CPU, CUDA, cuda_session, refuse_cpu_if_required, why_not_cuda  # noqa: F401 (CUDA: for importers)
 from .tabular import check_tabular_spec
 
-CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 CLASSIFY, RECONSTRUCT, TABULAR = "classify", "reconstruct", "tabular"
 KINDS = (CLASSIFY, RECONSTRUCT, TABULAR)  # what a model does with an input: the runtime's words, not routes
-_ORT_WARNING, _ORT_FATAL = 2, 4  # onnxruntime log severities: 2 is its default, 4 shows only fatal errors
 
 
 def usable_cpus() -> int:
@@ -44,19 +43,15 @@ def session_options() -> ort.SessionOptions:
 
 
 def create_session(model: bytes, try_cuda: bool) -> ort.InferenceSession:
-    """A session on CUDA when it really works, else on CPU; get_providers()[0] says which.
+    """A session on CUDA when it really works, else on CPU; get_providers()[0] says which, and
+    serving.devices.why_not_cuda() why. With SERVING_DEVICE=cuda, CUDA or devices.CudaRequired.
 
     onnxruntime-gpu lists CUDA as available whenever it was built with it, even on a machine without a
-    GPU or without cuDNN; creating the session is the real test. Its failure is logged in red by the
-    process-wide logger, so that logger is muted for the attempt: the outcome is logged once by us.
+    GPU or without cuDNN; creating the session is the real test (serving.devices).
     """
-    if not try_cuda:
-        return ort.InferenceSession(model, session_options(), providers=[CPU])
-    ort.set_default_logger_severity(_ORT_FATAL)
-    try:
-        return ort.InferenceSession(model, session_options(), providers=[CUDA, CPU])
-    finally:
-        ort.set_default_logger_severity(_ORT_WARNING)
+    session = cuda_session(model, session_options()) if try_cuda and why_not_cuda() is None else None
+    refuse_cpu_if_required(session)
+    return session or ort.InferenceSession(model, session_options(), providers=[CPU])
 
 
 @dataclass(eq=False)  # one object per loaded version: compared and hashed by identity
@@ -78,6 +73,11 @@ class ServedModel:
     @property
     def provider(self) -> str | None:
         return self.session.get_providers()[0] if self.session else None
+
+    @property
+    def provider_note(self) -> str | None:
+        """Why the model runs on the CPU, in ONNX Runtime's words where CUDA was tried (serving.devices)."""
+        return why_not_cuda() if self.provider == CPU else None
 
     @property
     def task(self) -> str | None:
@@ -114,8 +114,8 @@ class ServedModel:
         """The manifest facts a client needs, and whether and where the model runs."""
         m = self.manifest
         return {"name": self.name, "version": self.version, "ready": self.ready, "error": self.error,
-                "provider": self.provider, "task": m.get("task"), "labels": m.get("labels"),
-                "input": m.get("input"), "output": m.get("output"),
+                "provider": self.provider, "provider_note": self.provider_note, "task": m.get("task"),
+                "labels": m.get("labels"), "input": m.get("input"), "output": m.get("output"),
                 "preprocessing": m.get("preprocessing"), "metrics": m.get("metrics"),
                 "sha256": m.get("sha256"), "report_figure": m.get("report_figure")}
 

@@ -20,6 +20,7 @@ from PIL import Image
 from bench.serve import multipart
 from reliability.server import BENTOML, QUIET, REPO, START_TIMEOUT_S, Server
 from serving_store import HEART_ROW, build_store, expected_provider
+from test_devices import gpu_packages
 from training.store import MODEL_FILE, STORE_ENV, latest
 
 
@@ -168,6 +169,7 @@ def test_bentoml_build_packs_a_bento_that_serves_the_store_offline(store: Path, 
     assert "BENTOML_HOST" in bento_yaml and "0.0.0.0" in bento_yaml  # a container listens beyond its loopback
     requirements = (home / "bentos" / name / version / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime" in requirements and "torch" not in requirements
+    assert {f"{name}=={version}" for name, version in gpu_packages().items()} <= set(requirements.split())  # CUDA, cuDNN
 
     elsewhere = tmp_path / "elsewhere"  # not the project: the Bento must hold every module it imports
     elsewhere.mkdir()
