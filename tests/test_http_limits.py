@@ -241,6 +241,7 @@ def test_hundreds_of_slow_clients_neither_hold_up_others_nor_stay_connected() ->
     assert not still_open, f"{still_open} of {SLOW_CLIENTS} slow clients still connected after {closed_s:.1f} s"
 
 
+@pytest.mark.slow  # starts bentoml serve
 def test_bentoml_serve_applies_the_limits_of_a_service_that_installs_them(tmp_path: Path) -> None:
     """tests/http_limits_service.py calls install() at import, as serving.service must."""
     server = Server(["tests.http_limits_service:HeadLimitsService"], REPO,

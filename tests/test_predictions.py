@@ -65,6 +65,7 @@ def test_a_log_that_cannot_be_written_loses_records_and_says_so_once(tmp_path: P
     assert caplog.text.count("cannot be written") == 1
 
 
+@pytest.mark.slow  # trains the tests' store
 def test_the_service_logs_each_answer_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
     store = build_store(tmp_path_factory.getbasetemp() / "serving")
@@ -87,6 +88,7 @@ def test_the_service_logs_each_answer_when_asked(tmp_path: Path, monkeypatch: py
     assert "made-up" not in json.dumps(records)
 
 
+@pytest.mark.slow  # trains the tests' store
 def test_the_drift_report_sets_the_log_against_the_test_split(tmp_path_factory: pytest.TempPathFactory,
                                                               tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     store = build_store(tmp_path_factory.getbasetemp() / "serving")
