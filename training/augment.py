@@ -27,7 +27,7 @@ def rotate(x: torch.Tensor, max_degrees: float, gen: torch.Generator) -> torch.T
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
 # torchvision's adjust_sharpness smoothing kernel: the centre weighs 5, its eight neighbours 1 each.
-_SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13
+_SMOOTH_CENTRE, _SMOOTH_TOTAL = 5.0, 13.0
 
 
 def _factors(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
@@ -39,8 +39,8 @@ def _factors(x: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Te
 def _grey(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         return x
-    weights = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x * weights).sum(1, keepdim=True)
+    red, green, blue = _LUMA  # Python numbers: a tensor of them would be copied to the device every batch
+    return red * x[:, 0:1] + green * x[:, 1:2] + blue * x[:, 2:3]
 
 
 def _blend(image: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -51,8 +51,9 @@ def _blend(image: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> to
 def _smoothed(x: torch.Tensor) -> torch.Tensor:
     """Each channel convolved with the 3x3 smoothing kernel; border pixels kept, as torchvision does."""
     c = x.shape[1]
-    kernel = _SMOOTH.to(x.device, x.dtype).expand(c, 1, 3, 3)
-    inner = F.conv2d(x, kernel, groups=c)
+    kernel = torch.ones(c, 1, 3, 3, device=x.device, dtype=x.dtype)  # made on the device, not copied to it
+    kernel[:, :, 1, 1] = _SMOOTH_CENTRE
+    inner = F.conv2d(x, kernel / _SMOOTH_TOTAL, groups=c)
     out = x.clone()
     out[..., 1:-1, 1:-1] = inner
     return out

@@ -13,7 +13,7 @@ with other options.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +35,9 @@ class Speed:
         return ", ".join(["bf16 autocast" if self.bf16 else "fp32", *(name for name, on in extras.items() if on)])
 
     def autocast(self, device: torch.device) -> AbstractContextManager:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        if not self.bf16:  # no autocast context at all: it exists for few device types ("meta" has none)
+            return nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
 
     def layout(self, inputs: torch.Tensor) -> torch.Tensor:
         """A batch in the memory format the model's weights are in."""
