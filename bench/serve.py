@@ -421,10 +421,10 @@ def render_ratios(found: dict[str, float], errors: int, top_concurrency: int) ->
 # -- main
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    digits, source = test_digits(args.data_root, BATCH_IMAGES)
+def request_bodies(data_root: Path, out: Path) -> tuple[dict[str, tuple[Path, str]], np.ndarray, str]:
+    """wrk's request bodies written to `out`, by Scenario.body: (file, Content-Type); the batch's digits, and
+    where they came from."""
+    digits, source = test_digits(data_root, BATCH_IMAGES)
     bodies = {}
     for key, (body, content_type) in {
         "digit": multipart("image", "digit.png", DIGIT_PNG.read_bytes(), "image/png", model=MODEL),
@@ -432,6 +432,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }.items():
         (out / f"{key}.body").write_bytes(body)
         bodies[key] = (out / f"{key}.body", content_type)
+    return bodies, digits, source
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    bodies, digits, source = request_bodies(args.data_root, out)
 
     session = create_session((latest(ROOT / "models_store", MODEL) / MODEL_FILE).read_bytes(), args.provider == "cuda")
     input_name = session.get_inputs()[0].name

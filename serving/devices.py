@@ -149,7 +149,7 @@ def _onnxruntime_log() -> Iterator[io.StringIO]:
 def _reason(logged: str) -> str:
     """ONNX Runtime's errors, then its warnings, from its log lines; without its colours, times and paths."""
     found = [_ORT_LINE.search(_COLOUR.sub("", line)) for line in logged.splitlines()]
-    messages = [m.group(2) for m in found if m and m.group(1) == "E"] + [m.group(2) for m in found if m and m.group(1) == "W"]
+    messages = [m.group(2) for level in "EW" for m in found if m and m.group(1) == level]
     package = str(Path(ort.__file__).parent)
     cleaned = [_STATUS.sub("", m).replace(package + os.sep, "onnxruntime/").strip() for m in messages]
     return "; ".join(dict.fromkeys(cleaned)) or f"ONNX Runtime put the session on {CPU} and logged no reason"

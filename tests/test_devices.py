@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import yaml
 from onnx import TensorProto, helper, numpy_helper
 from packaging.requirements import Requirement
 
+from bench.gpu import gpu_packages
 from serving import devices
 from serving.loading import CPU, CUDA, create_session
 from serving.runtime import load_models
@@ -43,7 +43,7 @@ def tiny_classifier(path: Path) -> Path:
          helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
         "tiny", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 1, SIDE, SIDE])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])], [weights])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)  # ORT 1.31 reads up to 13
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)  # ORT 1.31: 13 at most
     path.write_bytes(model.SerializeToString())
     return path
 
@@ -179,7 +179,8 @@ def test_cpu_only_or_no_visible_gpu_never_tries_cuda(
     assert why in models.describe()["models"]["a"]["provider_note"]
 
 
-def test_cuda_required_without_cuda_refuses_readiness_and_says_why(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cuda_required_without_cuda_refuses_readiness_and_says_why(store: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from test_serving import serve  # the service in-process
 
     monkeypatch.setenv(devices.DEVICE_ENV, "cuda")
@@ -208,13 +209,6 @@ def test_an_unknown_setting_is_refused_with_the_valid_ones(monkeypatch: pytest.M
 
 
 # -- what a GPU node needs, in the Bento
-
-
-def gpu_packages() -> dict[str, str]:
-    """bentofile.yaml's NVIDIA packages: name -> pinned version."""
-    listed = yaml.safe_load((REPO / "bentofile.yaml").read_text())["python"]["packages"]
-    pinned = {Requirement(line).name: str(Requirement(line).specifier) for line in listed}
-    return {name: spec.removeprefix("==") for name, spec in pinned.items() if name.startswith("nvidia-")}
 
 
 def test_the_bentofile_carries_cuda_cudnn_and_cublas_as_installed_here() -> None:

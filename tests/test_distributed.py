@@ -65,3 +65,29 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
     assert single.keys() == parallel.keys()
     for key in single:
         torch.testing.assert_close(parallel[key], single[key], atol=1e-4, rtol=1e-3, msg=key)
+
+
+def test_one_torchrun_process_still_joins_a_process_group(monkeypatch) -> None:
+    """torchrun --nproc_per_node=1 trains through DDP and the process group (NCCL on a GPU: bench.gpu's check)."""
+    import socket
+
+    import torch.distributed as dist
+
+    from training.distributed import join, leave, parallel, world_from_env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    world = world_from_env()
+    assert world.active and world.is_main and world.size == 1
+    join(world, torch.device("cpu"))
+    try:
+        assert dist.is_initialized() and dist.get_backend() == "gloo"
+        assert isinstance(parallel(torch.nn.Linear(2, 1), world, torch.device("cpu")),
+                          torch.nn.parallel.DistributedDataParallel)
+    finally:
+        leave(world)
+    assert not dist.is_initialized()

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.gpu import gpu_packages
 from bench.serve import multipart
 from reliability.server import BENTOML, QUIET, REPO, START_TIMEOUT_S, Server
 from serving_store import HEART_ROW, build_store, expected_provider
-from test_devices import gpu_packages
 from training.store import MODEL_FILE, STORE_ENV, latest
 
 

@@ -24,6 +24,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    launched: bool = False  # by torchrun: one process alone joins a process group too (one GPU checks NCCL)
 
     @property
     def is_main(self) -> bool:
@@ -31,7 +32,7 @@ class World:
 
     @property
     def active(self) -> bool:
-        return self.size > 1
+        return self.size > 1 or self.launched
 
 
 SINGLE = World()
@@ -39,10 +40,10 @@ SINGLE = World()
 
 def world_from_env() -> World:
     """The torchrun process this is (RANK, WORLD_SIZE, LOCAL_RANK), or SINGLE outside torchrun."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    if "RANK" not in os.environ:
         return SINGLE
-    return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    return World(int(os.environ["RANK"]), int(os.environ.get("WORLD_SIZE", "1")),
+                 int(os.environ.get("LOCAL_RANK", "0")), launched=True)
 
 
 def join(world: World, device: torch.device) -> torch.device:
