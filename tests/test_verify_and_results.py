@@ -28,6 +28,20 @@ def test_the_same_check_runs_through_the_service(fashion_root: Path, tmp_path: P
     assert result["matches"] and result["answered_by"] == ["v1"] and result["images"] == 64
 
 
+def test_a_version_published_without_an_answer_profile_gets_the_one_training_records(
+        fashion_root: Path, tmp_path: Path) -> None:
+    run_tiny("fashion_cnn", fashion_root, tmp_path)
+    manifest_file = tmp_path / "store" / "fashion" / "v1" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    recorded = manifest["metrics"].pop("answers")  # as the versions published before profiles existed
+    manifest_file.write_text(json.dumps(manifest))
+    args = ["fashion", "--store", str(tmp_path / "store"), "--data-root", str(fashion_root), "--profile"]
+    assert verify.main(args) == 0
+    profile = json.loads(manifest_file.read_text())["metrics"]["answers"]
+    assert profile["label_share"] == recorded["label_share"] and profile["count"] == recorded["count"]
+    assert profile["top1_mean"] == pytest.approx(recorded["top1_mean"], abs=1e-4)
+
+
 def test_verify_says_what_it_cannot_check(fashion_root: Path, tmp_path: Path, capsys) -> None:
     run_tiny("fashion_autoencoder", fashion_root, tmp_path)
     store = ["--store", str(tmp_path / "store"), "--data-root", str(fashion_root)]

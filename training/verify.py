@@ -22,10 +22,11 @@ import numpy as np
 import onnxruntime as ort
 
 from .data import load_data
-from .files import sha256_file
+from .answers import answer_profile
+from .files import atomic_write_json, sha256_file
 from .preprocessing import ImageSpec, decode_image, png_bytes, prepare_image
 from .registry import config_from_dict
-from .store import MODEL_FILE, StoreError, live, read_manifest, store_from_env
+from .store import MANIFEST_FILE, MODEL_FILE, StoreError, live, read_manifest, store_from_env
 
 TOLERANCE = 0.001  # accuracy may differ from the manifest by at most 0.1 point
 HTTP_THREADS = 8   # requests in flight over HTTP; the service batches them
@@ -53,26 +54,41 @@ def verify_published(store: Path, name: str, data_root: Path, client: httpx.Clie
     cfg = config_from_dict(manifest["provenance"]["config"]).replace(test_limit=manifest["metrics"]["test_size"])
     test = load_data(cfg, data_root).test
     images, labels = test.images.numpy(), test.labels.numpy()  # (N, C, H, W) uint8
+    profile = None
     if client is None:
-        predicted, answered_by = _in_process(version, manifest, images, batch), {manifest["version"]}
+        probabilities = _in_process(version, manifest, images, batch)
+        predicted, answered_by = probabilities.argmax(1), {manifest["version"]}
+        profile = answer_profile(probabilities, manifest["labels"])
     else:
         predicted, answered_by = _over_http(client, name, images)
     accuracy = float(np.mean(predicted == labels))
     claimed = manifest["metrics"]["test_accuracy"]
-    return {"model": name, "version": manifest["version"], "images": len(images), "accuracy": accuracy,
-            "manifest_accuracy": claimed, "answered_by": sorted(answered_by),
+    return {"model": name, "version": manifest["version"], "folder": version, "images": len(images),
+            "accuracy": accuracy, "manifest_accuracy": claimed, "answered_by": sorted(answered_by),
+            "answers": profile,
             "matches": abs(accuracy - claimed) <= TOLERANCE and answered_by == {manifest["version"]}}
 
 
+def record_profile(result: dict[str, Any]) -> None:
+    """Write a verified version's test-split answer profile (training.answers) into its manifest, for a
+    version published before training recorded it: the drift signal's reference (serving.monitoring)."""
+    if not result["matches"] or result["answers"] is None:
+        raise VerifyError("only a version that verifies in this process gets its profile recorded")
+    manifest = read_manifest(result["folder"])
+    manifest["metrics"]["answers"] = result["answers"]
+    atomic_write_json(result["folder"] / MANIFEST_FILE, manifest)
+
+
 def _in_process(version: Path, manifest: dict[str, Any], images: np.ndarray, batch: int) -> np.ndarray:
+    """(N, K) class probabilities of the images, sent through PNG and the shared preprocessing."""
     spec = ImageSpec.from_dict(manifest["preprocessing"]["image"])
     session = ort.InferenceSession(str(version / MODEL_FILE), providers=["CPUExecutionProvider"])
-    predicted = []
+    found = []
     for start in range(0, len(images), batch):
         pixels = np.stack([prepare_image(decode_image(png_bytes(img)), spec) for img in images[start: start + batch]])
         (probs,) = session.run(None, {manifest["input"]["name"]: pixels})
-        predicted.append(probs.argmax(1))
-    return np.concatenate(predicted)
+        found.append(probs if probs.shape[1] > 1 else np.concatenate([1 - probs, probs], axis=1))
+    return np.concatenate(found)
 
 
 def _over_http(client: httpx.Client, name: str, images: np.ndarray) -> tuple[np.ndarray, set[str]]:
@@ -94,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", type=Path, default=None, help="the store (default: $MODELS_STORE, else ./models_store)")
     p.add_argument("--data-root", type=Path, default=Path("data"))
     p.add_argument("--url", help="a running service to send the images to (default: score in this process)")
+    p.add_argument("--profile", action="store_true",
+                   help="once verified in this process, record the test split's answer profile in the manifest "
+                        "(for a version published before training recorded it: the drift signal's reference)")
     args = p.parse_args(argv)
     try:
         if args.url:
@@ -108,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['model']} {result['version']}: {100 * result['accuracy']:.2f}% on {result['images']:,} "
           f"test images sent as PNG, {where} (manifest says {100 * result['manifest_accuracy']:.2f}%): "
           f"{'OK' if result['matches'] else 'MISMATCH'}")
+    if args.profile and not args.url and result["matches"]:
+        record_profile(result)
+        print(f"recorded its answer profile in {result['folder'] / MANIFEST_FILE}")
     return 0 if result["matches"] else 1
 
 
