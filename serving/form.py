@@ -74,8 +74,9 @@ def parse_form(body: bytes, content_type: str, uploads: frozenset[str]) -> Form:
     header = [b"", b""]
 
     def on_part_begin() -> None:
-        # Refused as soon as the part past the limit begins: the parser alone took 0.28 s over the 41,120
-        # empty parts of a 2 MB body, on the event loop.
+        # Refused as soon as the part past the limit begins, not after parsing the rest: tens of thousands
+        # of empty parts fit in a body and would hold the event loop
+        # (docs/BENCHMARKS.md#figures-behind-the-services-constants).
         if len(headers) == MAX_FORM_PARTS:
             raise BadInput(f"more than {MAX_FORM_PARTS} form fields; this endpoint takes at most {MAX_FORM_PARTS}")
         headers.append({})

@@ -41,10 +41,9 @@ HEART_MODEL = "heart"          # the one tabular model, served at POST /heart
 MAX_PIXELS = DEFAULT_MAX_PIXELS  # decoded image size limit, checked from the header before decoding
 MAX_BATCH_IMAGES = 1024        # images per /classify_batch request (1024 x 3x32x32 float32 = 12 MiB)
 MAX_SHARED_BATCH = 64          # concurrent single images that may share one ONNX Runtime call
-# Images up to this size, in pixels and in bytes, are prepared on the event loop: a 128x128 PNG takes
-# 0.35 ms, a hop to a worker thread and back about 0.1 ms more, and inline /classify of a digit answered
-# 13% more requests/s at 1 connection and 22% more at 32 (wrk, 2-core Xeon). Bigger ones (a 1000x1000
-# photo: 21 ms) go to a thread, header and all: PIL reads some formats' headers in Python.
+# Images up to this size, in pixels and in bytes, are prepared on the event loop: for them a hop to a
+# worker thread costs more than the work (docs/BENCHMARKS.md#figures-behind-the-services-constants).
+# Bigger ones go to a thread, header and all: PIL reads some formats' headers in Python.
 INLINE_MAX_PIXELS = 128 * 128
 INLINE_MAX_BYTES = 64 * 1024
 # Every decode of an upload in a worker holds its estimated peak memory (training.preprocessing's
@@ -149,8 +148,8 @@ async def _prepare_async(image: bytes | Image.Image, spec: ImageSpec) -> np.ndar
 
 def top_labels(served: ServedModel, probabilities: np.ndarray, top_k: int) -> list[dict[str, Any]]:
     """The answer for each row of (N, K) probabilities: best label, its index, the top_k labels with probabilities."""
-    # One argsort for the whole batch, then plain Python numbers: a per-row loop over numpy scalars
-    # cost 6% of a 256-image /classify_batch request (py-spy, bench.serve).
+    # One argsort for the whole batch, then plain Python numbers: a per-row loop over numpy scalars showed
+    # in py-spy's profile of /classify_batch (docs/BENCHMARKS.md#figures-behind-the-services-constants).
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
     best = np.take_along_axis(probabilities, order, axis=1).tolist()
     labels = served.labels

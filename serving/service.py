@@ -168,7 +168,7 @@ def started() -> Callable[[], None]:
     Returns what to call when the worker stops."""
     # What start-up loaded (ONNX sessions, the Gradio demo, BentoML's app) lives as long as the process:
     # moved out of the cyclic GC's reach, its full collections stop scanning it (p99 figures:
-    # docs/BENCHMARKS.md#serving).
+    # docs/BENCHMARKS.md#figures-behind-the-services-constants).
     gc.freeze()
     warn_if_open()
     return Watchdog(asyncio.get_running_loop(), stall_limit()).start().stop

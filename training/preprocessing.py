@@ -24,7 +24,8 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 LAYOUTS = ("digit", "garment", "photo")
 # Bigger pictures are shrunk to this longer side, in their own 8- or 16-bit form, before the float work:
-# the prepared input is at most 32 pixels a side, and a 4096 x 4096 PNG took 640 MiB of float32 arrays.
+# the prepared input is at most 32 pixels a side, and full-size float arrays of a big upload cost hundreds
+# of MiB (docs/RELIABILITY.md#decoding-uploads).
 WORKING_SIDE = 1024
 # What makes a decode expensive, counted in the bytes before Pillow reads them; more is refused (400). Each
 # limit keeps the worst upload we could construct near a second of CPU (docs/RELIABILITY.md#decoding-uploads).

@@ -134,10 +134,9 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             model="fashion_cnn",
             init="kaiming",
             # The report's architecture with a faster recipe: a one-cycle schedule and batch 128 reach
-            # its figure in 8 passes over the 30k originals instead of 15 over the 4x copies. The weights'
-            # moving average (decay 0.99: about the last 100 steps) scored 0.2-0.9 points above the raw
-            # weights on a validation split until the rate had annealed, and the same after
-            # (bench.weight_average, docs/BENCHMARKS.md; 0.98 did as well).
+            # its figure in fewer passes. The weights' moving average (decay 0.99: about the last 100 steps)
+            # scored above the raw weights on a validation split
+            # (docs/BENCHMARKS.md#weights-moving-average-benchweight_average).
             optimizer="adam", lr=2e-3, schedule="onecycle", label_smoothing=0.05, ema_decay=0.99,
             epochs=10, batch_size=128,
         ),
@@ -229,8 +228,8 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             target=0.9909,
             model="conv_net",
             model_kwargs={"channels": (16, 16), "hidden": (128,), "dropout": 0.5},
-            # The report's SGD with momentum 0.9 and mnist_cnn32's one-cycle schedule: with the report's
-            # constant 0.01 (batch 64) it wandered between 98.86% and 99.07% and ended at 98.92% (2026-12-02).
+            # The report's SGD with momentum 0.9 and mnist_cnn32's one-cycle schedule: the report's constant
+            # rate wandered below its figure (docs/RESULTS.md, its note).
             optimizer="sgd", lr=0.05, momentum=0.9, schedule="onecycle", epochs=10, batch_size=128,
         ),
         _cifar(
@@ -253,11 +252,8 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             model_kwargs=_REPORT_E_CIFAR_CNN2,  # the report lists no dropout for this model
             normalize=CIFAR_NORMALIZE,
             # The report's SGD with momentum 0.9; one-cycle (peak 0.02, batch 128) instead of its constant
-            # 0.01, which overfits after 20 epochs. Its 2M-weight FC layer still overfits: with weight decay
-            # 5e-4 alone the training set was learnt by epoch 12 and the test score stopped at 70.37%
-            # (2026-12-02), hence stronger weight decay and label smoothing. The decay was chosen on 5,000
-            # training images held out (2026-12-02): 2e-3 ended at 69.96%, 5e-3 at 71.56% (2e-3 over 10
-            # epochs: 70.54%).
+            # 0.01, which overfits. Its 2M-weight FC layer still overfits, hence stronger weight decay (chosen
+            # on training images held out, never the test set) and label smoothing (docs/RESULTS.md, its note).
             optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=5e-3, label_smoothing=0.1, schedule="onecycle",
             epochs=15, batch_size=128,
         ),
@@ -269,9 +265,8 @@ EXPERIMENTS: dict[str, ExperimentConfig] = {
             model="conv_net",
             model_kwargs={"channels": (16, 32), "hidden": (64,)},
             normalize=CIFAR_NORMALIZE,
-            # cifar_cnn2's recipe before its weight decay went to 5e-3. The report's own (constant SGD 0.01,
-            # momentum 0.9, batch 64, 50 epochs) peaked at 66.92% after epoch 4, then learnt the training set
-            # (98.5%) and ended at 62.36% (2026-12-02).
+            # cifar_cnn2's recipe before its weight decay went to 5e-3: the report's own overfits and ends
+            # under its figure (docs/RESULTS.md, its note).
             optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=2e-3, label_smoothing=0.1, schedule="onecycle",
             epochs=15, batch_size=128,
         ),
