@@ -131,14 +131,23 @@ def main(argv: list[str] | None = None) -> None:
     from serving.runtime import load_models
     from training.store import store_from_env
 
-    from .ui import LAUNCH_OPTIONS, build_demo
+    from .ui import build_demo
 
-    demo, port = build_demo(load_models(store_from_env())), free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
+    with launched(build_demo(load_models(store_from_env()))) as url, \
+            tempfile.TemporaryDirectory(prefix="demo-chromium-") as profile:
+        for path in take(url, args.out, Path(profile)):
+            print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+@contextlib.contextmanager
+def launched(demo: "gr.Blocks") -> Iterator[str]:  # noqa: F821
+    """`demo` on Gradio's own server at a free loopback port, for the screenshots, tests and benches; yields its URL."""
+    from .ui import LAUNCH_OPTIONS
+
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                **LAUNCH_OPTIONS)
     try:
-        with tempfile.TemporaryDirectory(prefix="demo-chromium-") as profile:
-            for path in take(f"http://127.0.0.1:{port}/", args.out, Path(profile)):
-                print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+        yield demo.local_url
     finally:
         demo.close()
 

@@ -114,14 +114,24 @@ def classify_tab(models: ServedModels) -> None:
         with gr.Column(scale=2):
             verdict = gr.Markdown(views.DRAW_SOMETHING, elem_id="classify-verdict")
             label = gr.Label(num_top_classes=5, show_heading=False, label="Top classes", elem_id="classify-label")
-            seen = picture("What the model sees (its input, enlarged)", "classify-seen", height=260)
+            with gr.Row():
+                seen = picture("What the model sees (its input, enlarged)", "classify-seen", height=260)
+                looks = picture(views.LOOKS, "classify-looks", height=260)
+            looks_note = gr.Markdown(views.LOOKS_HOW, elem_id="classify-looks-note")
             with gr.Accordion("About this model", open=False):
                 about = gr.Markdown(views.about_markdown(models.models[names[0]]))
     last = gr.State(None)  # the bytes of the latest picture, so a change of model re-answers it
 
     def answer(name: str, image: bytes | None) -> tuple:
         result = views.classify(models, name, image)
-        return result.confidences, result.seen, result.verdict, image
+        return result.confidences, result.seen, result.looks.picture, result.looks.note, result.verdict, image
+
+    def look_for(name: str, image: bytes | None, clicked: gr.SelectData) -> tuple:
+        """Where the model looks for the class clicked in the label list."""
+        if image is None:
+            return gr.skip(), gr.skip()
+        looks = views.where_it_looks(models, name, image, clicked.value)
+        return looks.picture, looks.note
 
     def from_drawing(name: str, drawing: dict | None) -> tuple:
         return answer(name, views.sketch_bytes(drawing))
@@ -135,12 +145,14 @@ def classify_tab(models: ServedModels) -> None:
         tab = gr.Tabs(selected=UPLOAD) if views.takes_photos(models.models[name]) else gr.skip()
         return (*answer(name, image), views.about_markdown(models.models[name]), tab, *shown)
 
-    outputs = [label, seen, verdict, last]
+    outputs = [label, seen, looks, looks_note, verdict, last]
     live = dict(outputs=outputs, trigger_mode="always_last", show_progress="hidden")
     sketch.change(from_drawing, [model, sketch], api_name="classify_drawing", **live)
     upload.change(from_upload, [model, upload], api_name="classify_upload", **live)
     model.change(switch_model, [model, last], [*outputs, about, inputs, *example_sets], api_visibility="private")
     clear.click(None, js=clear_canvas_js(sketch.elem_id), api_visibility="private")
+    label.select(look_for, [model, last], [looks, looks_note], trigger_mode="always_last", show_progress="hidden",
+                 api_visibility="private")
 
 
 def reconstruct_tab(models: ServedModels) -> None:

@@ -7,7 +7,7 @@ hands the demo file paths; the bytes go to the runtime, which decodes them with 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from serving.errors import ServingError
+from serving.explain import heat_picture
 from serving.loading import RECONSTRUCT
 from serving.runtime import HEART_MODEL, ServedModel, ServedModels
 from training.preprocessing import is_blank
@@ -35,6 +36,11 @@ DRAWABLE_FIRST = ("digit", "garment", "photo")  # image layouts, from most to le
 DRAW_SOMETHING = "**Draw something** on the canvas, or upload a picture: there is nothing to classify yet."
 RECONSTRUCT_SOMETHING = "Upload or draw a clothing item, or pick an example."
 BLANK_PICTURE = "**Nothing to see**: the picture is blank. Draw something or upload a picture with an object."
+LOOKS = "Where it looks (for the class named below)"
+LOOKS_HOW = ("**Where it looks:** red where covering that part of the picture lowers the model's probability of a "
+             "class, blue where covering it raises it; click a class in the list to see where it looks for that one.")
+LOOKS_FOR = ("**Where it looks for {label}:** red where covering that part of the picture lowers its probability "
+             "({lowers}), blue where covering it raises it; click another class in the list to see that one.")
 HEART_DISCLAIMER = ("A small neural network that learned patterns in {rows} rows of the heart failure prediction "
                     "data set: a teaching example, **not medical advice**; it cannot diagnose anyone.")
 
@@ -150,12 +156,36 @@ def shows_nothing(pixels: np.ndarray) -> bool:
 
 
 @dataclass
+class Looks:
+    """Where the model looks for one class: the heat over what it sees, and how to read it."""
+
+    picture: Image.Image | None
+    note: str = LOOKS_HOW
+
+
+@dataclass
 class Classification:
-    """One classify-tab answer: label confidences, the input the model saw, and a sentence for the visitor."""
+    """One classify-tab answer: label confidences, the input the model saw, a sentence for the visitor, and
+    where the model looks for its top class."""
 
     confidences: dict[str, float] | None
     seen: Image.Image | None
     verdict: str
+    looks: Looks = field(default_factory=lambda: Looks(None))
+
+
+def where_it_looks(models: ServedModels, name: str, image: bytes | np.ndarray, label: str | None = None) -> Looks:
+    """The occlusion map (serving.explain) of `image`, bytes or the input prepared already, for `label`
+    (default: the top class), drawn over what the model sees."""
+    try:
+        pixels, sensitivity, served = models.explain(name, image, label)
+    except ServingError as err:
+        return Looks(None, f"**Cannot say where it looks:** {err}")
+    biggest = float(sensitivity.values.max())
+    lowers = "no part does here" if biggest <= 0 else f"by up to {biggest:.1%}" if biggest >= 0.001 else \
+        "by under 0.1% for any one part"
+    return Looks(heat_picture(pixels, sensitivity.values),
+                 LOOKS_FOR.format(label=served.labels[sensitivity.index], lowers=lowers))
 
 
 def classify(models: ServedModels, name: str, image: bytes | None) -> Classification:
@@ -176,7 +206,7 @@ def classify(models: ServedModels, name: str, image: bytes | None) -> Classifica
                    f"{', '.join(labels)}.")
     else:
         verdict = f"**{best}** ({p:.0%})"
-    return Classification(confidences, enlarged(pixels), verdict)
+    return Classification(confidences, enlarged(pixels), verdict, where_it_looks(models, name, pixels))
 
 
 @dataclass

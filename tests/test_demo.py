@@ -17,11 +17,11 @@ from PIL import Image
 
 from demo import views
 from serving.ui_guard import DemoGuard
-from demo.screenshots import free_port
-from demo.ui import LAUNCH_OPTIONS, build_demo
+from demo.screenshots import launched
+from demo.ui import build_demo
 from demo_store import build_demo_store, digit_drawing, garment, png
 from reliability import hostile
-from serving import runtime
+from serving import explain, runtime
 from serving.runtime import HEART_MODEL, ServedModel, ServedModels, load_models
 from serving_store import HEART_ROW
 
@@ -42,13 +42,8 @@ def models(demo_store: Path) -> ServedModels:
 
 @pytest.fixture(scope="module")
 def client(models: ServedModels) -> Iterator[Client]:
-    demo = build_demo(models)
-    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                **LAUNCH_OPTIONS)
-    try:
-        yield Client(demo.local_url, verbose=False)
-    finally:
-        demo.close()
+    with launched(build_demo(models)) as url:
+        yield Client(url, verbose=False)
 
 
 def saved(tmp_path: Path, img: Image.Image, name: str) -> str:
@@ -71,8 +66,8 @@ def confidences(label: dict[str, Any]) -> dict[str, float]:
 
 def test_classify_drawing_answers_as_the_runtime(client: Client, models: ServedModels, tmp_path: Path) -> None:
     drawing = digit_drawing()
-    label, seen, verdict = client.predict("digits", sketch(saved(tmp_path, drawing, "seven.png")),
-                                          api_name="/classify_drawing")
+    label, seen, _, _, verdict = client.predict("digits", sketch(saved(tmp_path, drawing, "seven.png")),
+                                                api_name="/classify_drawing")
     expected = models.classify("digits", png(drawing), top_k=SHOWN)  # the label shows the best five
     assert confidences(label) == pytest.approx({t["label"]: t["probability"] for t in expected["top"]}, abs=1e-6)
     assert label["label"] == expected["label"] and expected["label"] in verdict
@@ -83,17 +78,43 @@ def test_classify_drawing_answers_as_the_runtime(client: Client, models: ServedM
     np.testing.assert_allclose(shown[:: views.ENLARGE, :: views.ENLARGE], prepared[0], atol=1 / 255)
 
 
+def test_beside_what_the_model_sees_is_where_it_looks_for_the_top_class(client: Client, models: ServedModels,
+                                                                      tmp_path: Path) -> None:
+    drawing = png(digit_drawing())
+    label, _, looks, note, _ = client.predict("digits", sketch(saved(tmp_path, digit_drawing(), "seven.png")),
+                                              api_name="/classify_drawing")
+    pixels, expected, _ = models.explain("digits", drawing)  # the top class's map, over the same input
+    shown = np.asarray(Image.open(looks).convert("RGB"))
+    np.testing.assert_array_equal(shown, np.asarray(explain.heat_picture(pixels, expected.values)))
+    assert models.models["digits"].labels[expected.index] == label["label"]
+    assert note.startswith(f"**Where it looks for {label['label']}:**")
+
+
+def test_where_it_looks_for_another_class_names_it(models: ServedModels) -> None:
+    image = png(garment())
+    labels = models.models["fashion"].labels
+    top = views.classify(models, "fashion", image)
+    other = next(name for name in labels if name != max(top.confidences, key=top.confidences.get))
+    looks = views.where_it_looks(models, "fashion", image, other)
+    pixels, expected, _ = models.explain("fashion", image, other)
+    assert f"for {other}:" in looks.note and top.looks.note != looks.note
+    assert np.array_equal(np.asarray(looks.picture), np.asarray(explain.heat_picture(pixels, expected.values)))
+    unknown = views.where_it_looks(models, "fashion", image, "Spaceship")  # said, not raised
+    assert unknown.picture is None and "Spaceship" in unknown.note
+
+
 def test_blank_canvas_asks_for_a_drawing(client: Client, tmp_path: Path) -> None:
     empty = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
     for value in (sketch(saved(tmp_path, empty, "empty.png")), sketch(None)):
-        label, _, verdict = client.predict("fashion", value, api_name="/classify_drawing")
-        assert "Draw something" in verdict and not confidences(label or {})
+        label, _, looks, note, verdict = client.predict("fashion", value, api_name="/classify_drawing")
+        assert "Draw something" in verdict and not confidences(label or {}) and looks is None
+        assert note == views.LOOKS_HOW
 
 
 def test_classify_upload_and_model_choice(client: Client, models: ServedModels, tmp_path: Path) -> None:
     path = saved(tmp_path, garment(), "trouser.png")
     for name in ("fashion", "digits"):
-        label, _, verdict = client.predict(name, handle_file(path), api_name="/classify_upload")
+        label, _, _, _, verdict = client.predict(name, handle_file(path), api_name="/classify_upload")
         expected = models.classify(name, Path(path).read_bytes(), top_k=SHOWN)
         assert label["label"] == expected["label"]
         assert list(confidences(label)) == [t["label"] for t in expected["top"]]
@@ -113,7 +134,7 @@ def test_classify_says_what_it_cannot_read(client: Client, tmp_path: Path) -> No
     huge = tmp_path / "huge.png"
     Image.new("L", (5000, 5000)).save(huge)     # 25 megapixels in a few KB: refused before decoding
     for path, reason in ((truncated, "cannot decode image"), (huge, "the limit is")):
-        _, _, verdict = client.predict("fashion", handle_file(str(path)), api_name="/classify_upload")
+        *_, verdict = client.predict("fashion", handle_file(str(path)), api_name="/classify_upload")
         assert verdict.startswith("**Cannot classify this picture:**") and reason in verdict
 
 

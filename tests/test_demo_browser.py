@@ -194,6 +194,17 @@ def emptied(answers: Answers, page, act: Callable[[], None], what: str) -> None:
     brush_ready(page, "classify-canvas")
 
 
+def looks_for(page, label: str, what: str) -> None:
+    """The "Where it looks" picture shows a map, its note naming `label`, with nothing busy."""
+    expected, deadline = f"Where it looks for {label}:", time.monotonic() + WAIT_MS / 1000
+    while not (expected in page.inner_text("#classify-looks-note") and settled(page)):
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {WAIT_MS / 1000:.0f} s for {what}: the note says "
+                        f"{page.inner_text('#classify-looks-note')!r}; still busy: {page.evaluate(BUSY_TRACKERS)}")
+        page.wait_for_timeout(100)
+    assert page.locator("#classify-looks img").count() == 1, what
+
+
 def drawing(page, canvas: str, strokes: list) -> Callable[[], None]:
     return lambda: draw(page, f"#{canvas}", strokes)
 
@@ -211,8 +222,18 @@ def test_drawing_a_digit_shows_its_prediction(url: str, answers: Answers, tmp_pa
         page.wait_for_function(f"() => {list(answer.confidences)[:5]!r}.every(name => "
                                "document.querySelector('#classify-label').innerText.includes(name))", timeout=WAIT_MS)
         assert page.locator("#classify-seen img").count() == 1  # what the model sees
+        looks_for(page, best, "the drawn 7's top class")
         page.screenshot(path=str(tmp_path / "demo-browser-drawing.png"))
         print(f"screenshot: {tmp_path / 'demo-browser-drawing.png'}")
+
+        other = list(answer.confidences)[2]  # the third class in the list, clicked
+        before = page.locator("#classify-looks img").get_attribute("src")
+        page.click(f'#classify-label [data-testid="{other}-confidence-set"]')
+        looks_for(page, other, "a class clicked in the list")
+        assert page.locator("#classify-looks img").get_attribute("src") != before
+
+        answer = classified(answers, page, drawing(page, "classify-canvas", BAR), "digits", "another stroke")
+        looks_for(page, max(answer.confidences, key=answer.confidences.get), "the new top class after a stroke")
 
 
 @pytest.mark.parametrize("server", ["url", "slow_url"])
