@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,15 @@ def test_quick_run_with_overrides(fashion_root: Path, tmp_path: Path, capsys) ->
 def test_config_round_trips_through_json(name: str) -> None:
     cfg = get_config(name)
     assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+
+
+def test_the_readmes_table_of_experiments_is_the_registry() -> None:
+    """A new experiment is one registry entry; the README's table must name it (and where it is served)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("| experiment | what | report figure | served as |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|") for line in table.splitlines()[2:] if line.startswith("|")]
+    listed = {name: row for row in rows for name in re.findall(r"`(\w+)`", row[1])}
+    assert set(listed) == set(EXPERIMENTS)
+    for name, cfg in EXPERIMENTS.items():
+        if cfg.served_as:
+            assert f"`{cfg.served_as}`" in listed[name][4], (name, cfg.served_as)

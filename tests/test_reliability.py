@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 
 from reliability import adversarial, faults, training_kills
 from reliability.fuzz import fuzzed_schema, image_fuzz
+from serving import bentoml_compat
 from serving.auth import ApiKeys, KeyGuard
 from serving.service import MAX_JSON_BYTES, ModelService
 from serving_store import HEART_ROW, build_store
@@ -32,7 +33,7 @@ from training.checkpoint import load_checkpoint
 from training.store import MODEL_FILE, STORE_ENV, latest
 
 NO_METRICS = json.dumps({"services": {"classic-dl": {"metrics": {"enabled": False}}}})  # see test_serving.serve
-FORM_ROUTES = ("/classify", "/classify_batch", "/reconstruct")
+API_ROUTES = frozenset(api.route for api in ModelService.apis.values())  # every endpoint, as the service declares
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def _post_routes(client: TestClient) -> list[str]:
 
 def test_pickle_is_refused_on_every_endpoint(client: TestClient) -> None:
     routes = _post_routes(client)
-    assert set(routes) == {*FORM_ROUTES, "/heart"}
+    assert set(routes) == API_ROUTES
     for path in routes:
         response = client.post(path, content=b"\x80\x04\x95K\x01.", headers={"content-type": "application/vnd.bentoml+pickle"})
         assert response.status_code == 415 and "pickle" in response.json()["error"], path
