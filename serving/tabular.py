@@ -16,16 +16,18 @@ A tabular model's manifest carries its encoding under ``preprocessing.tabular``:
 
 The feature vector is laid out column by column in that order: a ``numeric`` column gives one value,
 (x - mean) / std; a ``categorical`` column gives one 0/1 indicator per category, in the order listed
-(one-hot). A column kind is a function in COLUMN_ENCODERS: a new kind is one more entry there. The
+(one-hot): training.tabular.encode, the encoding training used, on a table of one row. The
 graph takes float32 (B, F) "features" and gives (B, 1) "probability" of labels[1] (a sigmoid output).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from training.tabular import encode
 
 from .errors import InvalidField
 
@@ -59,25 +61,11 @@ class HeartRow(BaseModel):
     ST_Slope: Literal["Up", "Flat", "Down"]
 
 
-def _numeric(column: Mapping[str, Any], value: Any) -> list[float]:
-    return [(float(value) - float(column["mean"])) / float(column["std"])]
-
-
-def _categorical(column: Mapping[str, Any], value: Any) -> list[float]:
-    categories = [str(c) for c in column["categories"]]
-    if str(value) not in categories:
-        raise InvalidField(f"{column['name']}: {value!r} is unknown to this model; it knows {', '.join(categories)}")
-    return [float(str(value) == c) for c in categories]
-
-
 def _width(column: Mapping[str, Any]) -> int:
     return len(column["categories"]) if column["kind"] == "categorical" else 1
 
 
-COLUMN_ENCODERS: dict[str, Callable[[Mapping[str, Any], Any], list[float]]] = {
-    "numeric": _numeric,
-    "categorical": _categorical,
-}
+SERVED_KINDS = ("numeric", "categorical")  # training.tabular's "code" kind only reproduces a report's failed recipe
 
 
 def check_tabular_spec(spec: Mapping[str, Any], input_width: int | None) -> None:
@@ -88,9 +76,9 @@ def check_tabular_spec(spec: Mapping[str, Any], input_width: int | None) -> None
     for column in columns:
         if column.get("name") not in HeartRow.model_fields:
             raise ValueError(f"tabular column {column.get('name')!r} is not a request field")
-        if column.get("kind") not in COLUMN_ENCODERS:
+        if column.get("kind") not in SERVED_KINDS:
             raise ValueError(f"tabular column {column['name']}: unknown kind {column.get('kind')!r}; "
-                             f"known: {', '.join(COLUMN_ENCODERS)}")
+                             f"known: {', '.join(SERVED_KINDS)}")
         if column["kind"] == "numeric" and not float(column.get("std", 0)) > 0:
             raise ValueError(f"tabular column {column['name']}: std must be positive")
     width = sum(_width(c) for c in columns)
@@ -99,8 +87,11 @@ def check_tabular_spec(spec: Mapping[str, Any], input_width: int | None) -> None
 
 
 def encode_row(row: HeartRow, spec: Mapping[str, Any]) -> np.ndarray:
-    """(1, F) float32 features for one validated row, laid out as `spec` says."""
-    values: list[float] = []
+    """(1, F) float32 features for one validated row, laid out as `spec` says: training.tabular.encode, the
+    encoding the model was trained with, on a table of one row."""
     for column in spec["columns"]:
-        values += COLUMN_ENCODERS[column["kind"]](column, getattr(row, column["name"]))
-    return np.asarray([values], dtype=np.float32)
+        value, categories = getattr(row, column["name"]), [str(c) for c in column.get("categories", ())]
+        if column["kind"] == "categorical" and str(value) not in categories:
+            raise InvalidField(f"{column['name']}: {value!r} is unknown to this model; "
+                               f"it knows {', '.join(categories)}")
+    return encode({column["name"]: np.asarray([getattr(row, column["name"])]) for column in spec["columns"]}, spec)

@@ -111,7 +111,7 @@ def report_codes() -> dict[str, Any]:
 
 
 def encode(table: Mapping[str, np.ndarray], spec: Mapping[str, Any]) -> np.ndarray:
-    """(N, F) float32 features, laid out exactly as serving/tabular.py encodes one request."""
+    """(N, F) float32 features, laid out as `spec` says; serving/tabular.py encodes each request with it too."""
     parts = []
     for column in spec["columns"]:
         values = table[column["name"]]
