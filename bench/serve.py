@@ -1,7 +1,7 @@
 """Serving throughput: our service against the framework ceiling, a naive FastAPI + PyTorch app and ORT in-process.
 
     python -m bench.serve [--duration 10] [--rounds 3] [--concurrency 1 8 32] [--data-root data]
-                          [--provider cpu|cuda] [--before CHECKOUT] [--workers N] [--out runs/bench_serve]
+                          [--provider cpu|cuda] [--before CHECKOUT] [--workers N] [--explain] [--out runs/bench_serve]
 
 Starts the servers side by side, one worker each unless said otherwise: serving.service over
 models_store/, bench.ceiling_service (BentoML, decode only, constant answer), bench.naive_app (FastAPI +
@@ -10,7 +10,9 @@ the serving.service of another checkout (e.g. `git worktree add /tmp/before HEAD
 change, and with --workers N serving.service again, run by N BentoML workers. wrk (Debian's `wrk`,
 bench/multipart.lua) posts one MNIST test digit as a PNG per request to each /classify at every
 concurrency, and 256 test digits as an .npy to /classify_batch; ONNX Runtime's session.run on batches
-of 1 and 256 in this process is the compute ceiling. Every round runs every
+of 1 and 256 in this process is the compute ceiling. With --explain, our service also answers /explain
+for the same digit alone, and /classify at the highest concurrency while /explain is loaded beside it
+(both wrk runs at once), to show what the maps cost /classify. Every round runs every
 scenario once, so drift hits all alike; ratios are taken within a round and their median reported.
 Writes results.json and results.md to --out.
 """
@@ -53,6 +55,7 @@ WRK_TIMEOUT = "10s"           # a request slower than this counts as a socket er
 READY_TIMEOUT_S = 120         # a server that does not answer by then fails the benchmark
 RSS_INTERVAL_S = 0.1          # how often the server process tree's memory is sampled
 ORT = "ort"                   # the Scenario.server of ONNX Runtime in this process
+EXPLAIN_CONCURRENCY = 2       # /explain connections (--explain): as many as the service's threads for such work
 FIGURES = {"requests_per_s": "requests/s", "images_per_s": "images/s", "p99_ms": "p99 latency"}
 # name: (numerator, denominator, figure, target from issue 6 or None); a side is (server, path), /classify
 # at the highest concurrency. A ratio whose server was not run (--before) is left out.
@@ -68,6 +71,9 @@ RATIOS = {
     "batch_vs_before": (("ours", "/classify_batch"), ("before", "/classify_batch"), "images_per_s", None),
     "classify_workers_vs_one": (("workers", "/classify"), ("ours", "/classify"), "requests_per_s", None),
     "batch_workers_vs_one": (("workers", "/classify_batch"), ("ours", "/classify_batch"), "images_per_s", None),
+    # a third element: the endpoint loaded beside it (--explain)
+    "classify_with_explain_vs_alone": (("ours", "/classify", "/explain"), ("ours", "/classify"), "requests_per_s", None),
+    "p99_with_explain_vs_alone": (("ours", "/classify", "/explain"), ("ours", "/classify"), "p99_ms", None),
 }
 OURS = ("ours", "before", "workers")  # the servers running serving.service: they also answer /classify_batch
 
@@ -234,6 +240,7 @@ class Scenario:
     body: str = "digit"       # which request body: "digit" (one PNG) or "batch" (an .npy)
     concurrency: int = 1
     images: int = 1           # images per request (or per session.run call)
+    beside: str | None = None  # an endpoint loaded at the same time, with the same body, EXPLAIN_CONCURRENCY connections
 
 
 def run_wrk(url: str, body: Path, content_type: str, concurrency: int, duration_s: float) -> dict[str, float]:
@@ -249,13 +256,26 @@ def run_wrk(url: str, body: Path, content_type: str, concurrency: int, duration_
 
 
 def measure_http(scenario: Scenario, server: Server, body: Path, content_type: str, duration_s: float) -> dict:
+    beside: list[dict] = []
+    load = None if scenario.beside is None else threading.Thread(target=lambda: beside.append(
+        run_wrk(server.url + scenario.beside, body, content_type, EXPLAIN_CONCURRENCY, duration_s)))
     with peak_rss(server.process.pid) as peak:
+        if load is not None:
+            load.start()
         wrk = run_wrk(server.url + scenario.path, body, content_type, scenario.concurrency, duration_s)
+        if load is not None:
+            load.join()
     seconds = wrk["duration_us"] / 1e6
-    return {"requests_per_s": wrk["requests"] / seconds, "images_per_s": wrk["requests"] * scenario.images / seconds,
-            "p50_ms": wrk["p50_us"] / 1e3, "p99_ms": wrk["p99_us"] / 1e3,
-            "non_2xx": wrk["status"], "socket_errors": wrk["connect"] + wrk["read"] + wrk["write"] + wrk["timeout"],
-            "peak_rss_mib": peak[0] / 2**20}
+    found = {"requests_per_s": wrk["requests"] / seconds, "images_per_s": wrk["requests"] * scenario.images / seconds,
+             "p50_ms": wrk["p50_us"] / 1e3, "p99_ms": wrk["p99_us"] / 1e3, "non_2xx": wrk["status"],
+             "socket_errors": wrk["connect"] + wrk["read"] + wrk["write"] + wrk["timeout"],
+             "peak_rss_mib": peak[0] / 2**20}
+    for other in beside:  # its figures ride along; its errors count as the row's
+        found.update(beside_requests_per_s=other["requests"] / (other["duration_us"] / 1e6),
+                     beside_p99_ms=other["p99_us"] / 1e3, non_2xx=found["non_2xx"] + other["status"],
+                     socket_errors=found["socket_errors"] + other["connect"] + other["read"] + other["write"]
+                     + other["timeout"])
+    return found
 
 
 def measure_ort(session, input_name: str, batch: np.ndarray, duration_s: float) -> dict:
@@ -270,24 +290,30 @@ def measure_ort(session, input_name: str, batch: np.ndarray, duration_s: float) 
             "p50_ms": float(p50), "p99_ms": float(p99), "non_2xx": 0, "socket_errors": 0, "peak_rss_mib": None}
 
 
-def scenarios(names: list[str], concurrency: list[int], batch_concurrency: int) -> list[Scenario]:
+def scenarios(names: list[str], concurrency: list[int], batch_concurrency: int,
+              explain: bool = False) -> list[Scenario]:
     """Every row, in the order a round runs them: each concurrency's servers side by side."""
     rows = [Scenario(f"{TITLES[who]} /classify", who, concurrency=c) for c in concurrency for who in names]
     rows.append(Scenario(f"{TITLES['ceiling']} /classify_dict", "ceiling", "/classify_dict", concurrency=max(concurrency)))
     rows += [Scenario(f"{TITLES[who]} /classify_batch", who, "/classify_batch", "batch", batch_concurrency, BATCH_IMAGES)
              for who in OURS if who in names]
     rows += [Scenario(f"{TITLES[ORT]} batch {n}", ORT, f"batch {n}", images=n) for n in (1, BATCH_IMAGES)]
+    if explain:
+        rows += [Scenario(f"{TITLES['ours']} /explain", "ours", "/explain", concurrency=EXPLAIN_CONCURRENCY),
+                 Scenario(f"{TITLES['ours']} /classify, /explain loaded beside (c{EXPLAIN_CONCURRENCY})", "ours",
+                          concurrency=max(concurrency), beside="/explain")]
     return rows
 
 
-def check_answers(running: dict[str, Server], bodies: dict[str, tuple[Path, str]]) -> None:
+def check_answers(running: dict[str, Server], bodies: dict[str, tuple[Path, str]], explain: bool = False) -> None:
     """One request to every endpoint before timing: a wrong answer would make the figures meaningless."""
     for server in running.values():
         path, content_type = bodies["digit"]
-        answer = httpx.post(server.url + "/classify", content=path.read_bytes(),
-                            headers={"Content-Type": content_type}, timeout=30)
-        if answer.status_code != 200 or answer.json().get("label") != "7":
-            raise RuntimeError(f"{server.name} /classify answered {answer.status_code}: {answer.text[:300]}")
+        for route in ("/classify", "/explain") if explain and server.name == "ours" else ("/classify",):
+            answer = httpx.post(server.url + route, content=path.read_bytes(),
+                                headers={"Content-Type": content_type}, timeout=30)
+            if answer.status_code != 200 or answer.json().get("label") != "7":
+                raise RuntimeError(f"{server.name} {route} answered {answer.status_code}: {answer.text[:300]}")
     path, content_type = bodies["batch"]
     for server in (s for name, s in running.items() if name in OURS):
         answer = httpx.post(server.url + "/classify_batch", content=path.read_bytes(),
@@ -372,13 +398,16 @@ def summarise(rounds: list[list[dict]]) -> list[dict]:
         row["errors"] = sum(r["non_2xx"] + r["socket_errors"] for r in per_round)
         peaks = [r["peak_rss_mib"] for r in per_round if r["peak_rss_mib"] is not None]
         row["peak_rss_mib"] = max(peaks) if peaks else None
+        if "beside_requests_per_s" in per_round[0]:
+            row["label"] += " ({:,.1f} /explain requests/s, p99 {:.0f} ms)".format(
+                *(statistics.median(r[key] for r in per_round) for key in ("beside_requests_per_s", "beside_p99_ms")))
         rows.append(row)
     return rows
 
 
 def _side(results: list[dict], side: tuple[str, str], top_concurrency: int) -> dict | None:
-    """The result of (server, path) at the highest concurrency, or its only result."""
-    found = [r for r in results if (r["server"], r["path"]) == side]
+    """The result of (server, path[, beside]) at the highest concurrency, or its only result."""
+    found = [r for r in results if (r["server"], r["path"], r.get("beside")) == (*side, None)[:3]]
     return next((r for r in found if r["concurrency"] == top_concurrency), found[0] if found else None)
 
 
@@ -406,8 +435,9 @@ def render_table(rows: list[dict]) -> str:
 def render_ratios(found: dict[str, float], errors: int, top_concurrency: int) -> str:
     lines = ["| ratio (median of per-round ratios) | measured | target | met |", "|---|---:|---:|---|"]
 
-    def side(server: str, path: str) -> str:
-        return f"{TITLES[server]} {path}" + (f" (c{top_concurrency})" if path in ("/classify", "/classify_dict") else "")
+    def side(server: str, path: str, beside: str | None = None) -> str:
+        return f"{TITLES[server]} {path}" + (f" (c{top_concurrency})" if path in ("/classify", "/classify_dict") else "") \
+            + (f" with {beside} loaded beside" if beside else "")
 
     for name, value in found.items():
         top, bottom, figure, target = RATIOS[name]
@@ -444,13 +474,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     input_name = session.get_inputs()[0].name
     ort_batches = {n: (digits[:n].astype(np.float32) / 255.0) for n in (1, BATCH_IMAGES)}
     running = servers(out, args.provider, args.before, args.workers)
-    plan = scenarios(list(running), args.concurrency, args.batch_concurrency)
+    plan = scenarios(list(running), args.concurrency, args.batch_concurrency, args.explain)
     try:
         for server in running.values():
             server.start()
         for server in running.values():
             server.wait_ready()
-        check_answers(running, bodies)
+        check_answers(running, bodies, args.explain)
 
         def measure(s: Scenario, duration_s: float) -> dict:
             if s.server == ORT:
@@ -458,7 +488,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 result = measure_http(s, running[s.server], *bodies[s.body], duration_s)
             return {"label": s.label, "server": s.server, "path": s.path, "concurrency": s.concurrency,
-                    "images": s.images, **result}
+                    "images": s.images, "beside": s.beside, **result}
 
         for s in plan:
             measure(s, WARMUP_S)
@@ -504,6 +534,8 @@ def main() -> None:
                    help="also measure the serving.service of this checkout (e.g. a git worktree of HEAD~1)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="also measure serving.service run by N BentoML workers (its memory is all N and the supervisor)")
+    p.add_argument("--explain", action="store_true",
+                   help="also measure /explain, alone and loaded beside /classify at the highest concurrency")
     p.add_argument("--profile", type=float, default=0, metavar="SECONDS",
                    help="after the rounds, py-spy our server this long under /classify and /classify_batch load")
     p.add_argument("--out", type=Path, default=Path("runs/bench_serve"), help="results.json, results.md, logs")

@@ -1,7 +1,7 @@
 """Where a classifier looks: occlusion sensitivity (Zeiler and Fergus, 2014) on the graph the service runs.
 
 Each window of the prepared input is covered in turn with the model's own background, every covered copy
-is run through ONNX Runtime in one batch (or a few bounded ones), and each pixel gets how much covering
+that differs from the picture is run through ONNX Runtime in one batch (or a few bounded ones), and each pixel gets how much covering
 it lowered the explained class's probability, averaged over the windows that covered it, as Captum's
 `Occlusion` computes it (tests/test_explain.py checks the two agree). Positive: covering the pixel
 lowers the class (the model looked there for it); negative: covering it raises the class (it counted
@@ -24,8 +24,9 @@ from .errors import InvalidField
 # wheel, a head). Smaller windows hide too little for a CNN's pooled features to notice (a flat, noisy
 # map); larger ones blur the parts together.
 WINDOWS_ACROSS = 7
-# Windows overlap by half (stride = half the window): each pixel is covered by up to 2x2 windows, so the map
-# has twice the windows' resolution and no seams. 28x28 takes 13x13 = 169 covered copies, 32x32 15x15 = 225.
+# Windows overlap by about half (stride = half the window, rounded up): each pixel is covered by up to 2x2
+# windows, so the map has about twice the windows' resolution and no seams. 28x28 takes 13x13 = 169 covered
+# copies at most, 32x32 10x10 = 100 (docs/BENCHMARKS.md#occlusion-maps has their times).
 STRIDE_PER_WINDOW = 2
 MAX_COPIES_PER_RUN = 256  # covered copies per ONNX Runtime call: 256 CIFAR-sized copies are 3 MiB of float32
 # The picture: red where covering lowers the class, blue where it raises it, over what the model sees
@@ -50,7 +51,7 @@ class Windows:
     def for_input(cls, height: int, width: int) -> "Windows":
         """WINDOWS_ACROSS windows per side, overlapping by half (see the constants)."""
         size = tuple(max(1, round(side / WINDOWS_ACROSS)) for side in (height, width))
-        return cls(size, tuple(max(1, s // STRIDE_PER_WINDOW) for s in size))
+        return cls(size, tuple(math.ceil(s / STRIDE_PER_WINDOW) for s in size))
 
     def boxes(self, height: int, width: int) -> list[tuple[slice, slice]]:
         """Every window as (rows, columns), row by row; the last in a row or column is cut at the edge when
@@ -71,6 +72,7 @@ class Sensitivity:
     probability: float      # its probability for the uncovered input
     values: np.ndarray      # (H, W) float32: probability lost when the pixel is covered (negative: gained)
     windows: Windows
+    copies: int             # covered copies run (a window holding the cover value already is not)
     cover: tuple[float, ...]  # the value each channel is covered with
 
 
@@ -110,18 +112,22 @@ def occlusion(pixels: np.ndarray, probabilities: Callable[[np.ndarray], np.ndarr
     windows = windows or Windows.for_input(height, width)
     boxes = windows.boxes(height, width)
     cover = cover_value(pixels, layout)
-    copies = np.repeat(pixels[None], len(boxes) + 1, axis=0)  # the first stays uncovered: the reference
-    for copy, (rows, cols) in zip(copies[1:], boxes):
-        copy[:, rows, cols] = cover
+    # A window that holds the cover value already (a digit's black background) would give back the picture
+    # itself, whose fall is exactly 0: it is not run. A drawn digit leaves about half the windows to run.
+    covering = [i for i, (rows, cols) in enumerate(boxes) if (pixels[:, rows, cols] != cover).any()]
+    copies = np.repeat(pixels[None], len(covering) + 1, axis=0)  # the first stays uncovered: the reference
+    for copy, i in zip(copies[1:], covering):
+        copy[:, boxes[i][0], boxes[i][1]] = cover
     out = np.concatenate([probabilities(copies[start:start + MAX_COPIES_PER_RUN])
                           for start in range(0, len(copies), MAX_COPIES_PER_RUN)])
     index = int(np.argmax(out[0])) if target is None else target
-    drops = out[0, index] - out[1:, index]  # one per window
+    drops = np.zeros(len(boxes), np.float64)  # one per window
+    drops[covering] = out[0, index] - out[1:, index]
     total, count = np.zeros((height, width), np.float64), np.zeros((height, width), np.float64)
     for drop, (rows, cols) in zip(drops, boxes):
         total[rows, cols] += drop
         count[rows, cols] += 1
-    return Sensitivity(index, float(out[0, index]), (total / count).astype(np.float32), windows,
+    return Sensitivity(index, float(out[0, index]), (total / count).astype(np.float32), windows, len(covering),
                        tuple(float(c) for c in cover.ravel()))
 
 

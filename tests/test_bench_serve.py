@@ -78,7 +78,8 @@ def test_report_renders_fake_numbers() -> None:
     assert len(rows) == len(scenarios(names, [1, 32], 1))
     found = ratios(rounds, 32)
     assert set(found) == set(RATIOS) - {"classify_vs_before", "batch_vs_before",  # no --before server
-                                        "classify_workers_vs_one", "batch_workers_vs_one"}  # nor --workers
+                                        "classify_workers_vs_one", "batch_workers_vs_one",  # nor --workers
+                                        "classify_with_explain_vs_alone", "p99_with_explain_vs_alone"}  # --explain
     assert all(value > 0 for value in found.values())
     text = report({"date": "2026-01-01T00:00:00+00:00", "machine": "test CPU, 2 cores (CPU)",
                    "provider": "CPUExecutionProvider", "command": "python -m bench.serve", "batch_source": "fake",

@@ -68,8 +68,8 @@ def captum_map(net: torch.nn.Module, pixels: np.ndarray, windows: Windows, cover
 
 def test_windows_are_a_seventh_of_the_side_and_overlap_by_half() -> None:
     assert Windows.for_input(28, 28) == Windows((4, 4), (2, 2))
-    assert Windows.for_input(32, 32) == Windows((5, 5), (2, 2))
-    for side, count in ((28, 13 * 13), (32, 15 * 15)):
+    assert Windows.for_input(32, 32) == Windows((5, 5), (3, 3))
+    for side, count in ((28, 13 * 13), (32, 10 * 10)):
         boxes = Windows.for_input(side, side).boxes(side, side)
         covered = np.zeros((side, side), int)
         for rows, cols in boxes:
@@ -180,6 +180,7 @@ def test_on_mnist_digits_the_heat_falls_on_the_ink(picture: Path) -> None:
     assert heat[near_ink].sum() >= 0.8 * heat.sum()  # most of the heat on or beside the strokes
     far = ~dilate(ink, 2 * sensitivity.windows.size[0])  # no window there holds any ink
     np.testing.assert_array_equal(sensitivity.values[far], 0.0)  # covering black with black changes nothing
+    assert sensitivity.copies < len(sensitivity.windows.boxes(28, 28))  # ... so those windows are not run
 
 
 def dilate(mask: np.ndarray, steps: int) -> np.ndarray:
@@ -198,11 +199,11 @@ def test_all_covered_copies_go_to_onnx_runtime_in_bounded_batches(monkeypatch: p
     sizes: list[int] = []
     run = probabilities_of(served)
     whole = occlusion(pixels, lambda batch: sizes.append(len(batch)) or run(batch), "photo")
-    assert sizes == [15 * 15 + 1]  # the covered copies and the picture itself, one call
-    monkeypatch.setattr(explain, "MAX_COPIES_PER_RUN", 100)
+    assert sizes == [10 * 10 + 1] and whole.copies == 100  # the covered copies and the picture itself, one call
+    monkeypatch.setattr(explain, "MAX_COPIES_PER_RUN", 40)
     sizes.clear()
     chunked = occlusion(pixels, lambda batch: sizes.append(len(batch)) or run(batch), "photo")
-    assert sizes == [100, 100, 26]
+    assert sizes == [40, 40, 21]
     np.testing.assert_allclose(chunked.values, whole.values, atol=1e-6)
 
 
@@ -316,3 +317,24 @@ def test_classify_is_answered_while_an_explanation_runs(store: Path, monkeypatch
         finally:
             release.set()
         assert explained.result(30).status_code == 200
+
+
+# -- bench.serve --explain: /classify measured with /explain loaded beside it
+
+
+def test_bench_serve_measures_classify_with_explain_beside_it() -> None:
+    from bench.serve import EXPLAIN_CONCURRENCY, ratios, render_ratios, scenarios, summarise
+
+    plan = scenarios(["ours", "ceiling"], [1, 32], 1, explain=True)
+    assert [(s.path, s.concurrency, s.beside) for s in plan if "/explain" in (s.path, s.beside)] == [
+        ("/explain", EXPLAIN_CONCURRENCY, None), ("/classify", 32, "/explain")]
+    rounds = [[{"label": s.label, "server": s.server, "path": s.path, "concurrency": s.concurrency, "images": 1,
+                "beside": s.beside, "requests_per_s": 50.0 if s.beside else 100.0, "images_per_s": 100.0,
+                "p50_ms": 5.0, "p99_ms": 30.0 if s.beside else 20.0, "non_2xx": 0, "socket_errors": 0,
+                "peak_rss_mib": None, **({"beside_requests_per_s": 9.5, "beside_p99_ms": 210.0} if s.beside else {})}
+               for s in plan]] * 3
+    found = ratios(rounds, 32)
+    assert found["classify_with_explain_vs_alone"] == 0.5 and found["p99_with_explain_vs_alone"] == 1.5
+    (row,) = [r for r in summarise(rounds) if "beside" in r["label"]]
+    assert row["label"].endswith("(9.5 /explain requests/s, p99 210 ms)")
+    assert "ours /classify (c32) with /explain loaded beside / ours /classify (c32) | 0.50x" in render_ratios(found, 0, 32)
