@@ -7,7 +7,7 @@ reconstruct_drawing, heart) are what gradio_client calls.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -270,21 +270,30 @@ def about_markdown(models: ServedModels) -> str:
     return "\n\n---\n\n".join(parts)
 
 
+def about_tab(models: ServedModels) -> gr.Markdown:
+    return gr.Markdown(about_markdown(models), elem_id="about-models")
+
+
+# The page's tabs, in order: (title, id, what builds its content). A new tab is one more entry.
+TABS: tuple[tuple[str, str, Callable[[ServedModels], Any]], ...] = (
+    ("Classify", "classify", classify_tab),
+    ("Reconstruct", "reconstruct", reconstruct_tab),
+    ("Heart risk", "heart", heart_tab),
+    ("About the models", "about", about_tab),
+)
+
+
 def build_demo(models: ServedModels) -> gr.Blocks:
     """The whole page for the models of one store; works with an empty store too."""
     with gr.Blocks(title="classic-dl demo", analytics_enabled=False) as demo:
         header = gr.Markdown(header_markdown(models))
         with gr.Tabs():
-            with gr.Tab("Classify", id="classify"):
-                classify_tab(models)
-            with gr.Tab("Reconstruct", id="reconstruct"):
-                reconstruct_tab(models)
-            with gr.Tab("Heart risk", id="heart"):
-                heart_tab(models)
-            with gr.Tab("About the models", id="about"):
-                about = gr.Markdown(about_markdown(models), elem_id="about-models")
+            built = {}
+            for title, tab_id, content in TABS:
+                with gr.Tab(title, id=tab_id):
+                    built[tab_id] = content(models)
         demo.load(None, js=SELECT_BRUSH_JS)
         # The live versions may have changed since the page was built (serving.following): said afresh per visit.
-        demo.load(lambda: (header_markdown(models), about_markdown(models)), outputs=[header, about],
+        demo.load(lambda: (header_markdown(models), about_markdown(models)), outputs=[header, built["about"]],
                   api_visibility="private", show_progress="hidden")
     return demo
