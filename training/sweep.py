@@ -439,7 +439,7 @@ def _row(trial: optuna.trial.FrozenTrial, study: Study) -> dict[str, Any]:
            "parameters": "", "epochs": "", "seconds": trial.duration.total_seconds() if trial.duration else 0.0,
            "state": f"pruned after {unit} {step}"}
     if study.folds:
-        row[f"{study.metric}_std"] = 0.0
+        row[f"{study.metric}_std"] = None  # not measured: its folds were not all run
     return row
 
 
@@ -495,6 +495,11 @@ def _retrain(study: Study, best: ExperimentConfig, trial: str, settings: Setting
             "epochs": report["epochs"], "report": str(Path(settings.runs_dir) / cfg.name / "report.md")}
 
 
+def _storage_shown(url: str, folder: Path) -> str:
+    """The storage as the table names it: the default SQLite file by its place beside the table."""
+    return f"`{folder / 'study.db'}` (SQLite)" if url == default_storage(folder) else f"`{url}`"
+
+
 def write_results(study: Study, summary: dict[str, Any], folder: Path, command: str = "") -> None:
     """results.csv, results.md, comparison.png and summary.json in `folder`."""
     rows, metric = summary["rows"], study.metric
@@ -521,11 +526,11 @@ def write_results(study: Study, summary: dict[str, Any], folder: Path, command: 
                    f"median of the trials before them at that {unit} (their figure is the one they had then)")
     lines = [f"# Study {study.name}", "", study.description + ".", "", f"Report: {study.report_figure}.", "",
              f"Scored by {scored}. Command: `{command or f'python -m training.sweep {study.name}'}`.", "",
-             f"Storage: `{summary.get('storage', '')}` (an Optuna study named {study.name}).", "",
+             f"Storage: {_storage_shown(summary.get('storage', ''), folder)}, as the Optuna study {study.name}.", "",
              "| " + " | ".join(h.replace("_", " ") for h in header) + " |",
              "|" + "---|" * len(header)]
     for row in table:
-        cells = [f"{100 * v:.2f}%" if h.startswith(metric) and v is not None else str(v) for h, v in zip(header, row)]
+        cells = ["" if v is None else f"{100 * v:.2f}%" if h.startswith(metric) else str(v) for h, v in zip(header, row)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Best: **{summary['best']}**."]
     if "retrained" in summary:
