@@ -345,9 +345,11 @@ def _definition(study: Study, settings: Settings) -> dict[str, Any]:
             "experiments": hashlib.sha256(json.dumps(bases, sort_keys=True).encode()).hexdigest()[:16]}
 
 
-def _sampler(study: Study) -> optuna.samplers.BaseSampler:
-    if study.draw is not None:  # a constant liar keeps workers that ask at once from drawing alike
-        return optuna.samplers.TPESampler(constant_liar=True, n_startup_trials=min(10, max(1, study.budget // 3)))
+def _sampler(study: Study, budget: int) -> optuna.samplers.BaseSampler:
+    """Grids: the grid sampler. Searches: TPE after a third of the budget (at most 10) drawn at random; a
+    constant liar keeps workers that ask at once from drawing alike."""
+    if study.draw is not None:
+        return optuna.samplers.TPESampler(constant_liar=True, n_startup_trials=min(10, max(1, budget // 3)))
     return optuna.samplers.GridSampler(study.grid, seed=0)  # the same order in every worker
 
 
@@ -358,9 +360,10 @@ def _pruner(study: Study) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=first_step)
 
 
-def _open(study: Study, settings: Settings) -> optuna.Study:
+def _open(study: Study, settings: Settings, budget: int | None = None) -> optuna.Study:
     storage = open_storage(settings.storage_url(study), settings.heartbeat_s, settings.grace_s)
-    return open_study(storage, study.name, _definition(study, settings), _sampler(study), _pruner(study))
+    return open_study(storage, study.name, _definition(study, settings), _sampler(study, budget or study.size()),
+                      _pruner(study))
 
 
 def _worker(study: Study, settings: Settings, budget: int, threads: int | None = None, gpu: int | None = None,
@@ -371,7 +374,8 @@ def _worker(study: Study, settings: Settings, budget: int, threads: int | None =
     if level is not None:
         logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
         log.setLevel(level)
-    work(_open(study, settings), lambda trial, key: _run_trial(study, settings, trial, key), budget, settings.poll_s)
+    work(_open(study, settings, budget), lambda trial, key: _run_trial(study, settings, trial, key), budget,
+         settings.poll_s)
 
 
 def _init_worker(threads: int | None, gpu: int | None = None) -> None:
@@ -448,7 +452,7 @@ def run_study(study: Study, settings: Settings, jobs: int = 1, max_trials: int |
     retrained best. Several commands on one storage share the work; each writes the tables at the end."""
     budget = min(max_trials or study.size(), study.size())
     _refuse_old_layout(study, settings)
-    optuna_study = _open(study, settings)  # a bad storage or another study's definition stops here, before training
+    optuna_study = _open(study, settings, budget)  # a bad storage or another version's study stops here
     load_data(study.experiments()[0].replace(**settings.overrides), settings.data_root)  # said once, not per worker
     log.info("%s: %d trials in %s, %d worker(s)", study.name, budget, settings.storage_url(study), jobs)
     _run_workers(study, settings, budget, jobs)
