@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from serving import http_limits
 
-    from .mount import ui_app  # the page and its API as the service mounts them, behind serving.ui_guard
+    from serving.ui_app import ui_app  # the page and its API as the service mounts them, behind serving.ui_guard
 
     http_limits.install()  # the service's limits on request heads
 

@@ -1,7 +1,7 @@
 """The demo over the store the service reads ($MODELS_STORE or ./models_store).
 
     python -m demo                     # serve it alone on http://127.0.0.1:7860 (demo/__main__.py)
-    from demo.app import build         # build the page (the service mounts it at /ui through demo.mount)
+    from demo.app import build         # build the page (the service mounts it at /ui through serving.ui_app)
 
 The service builds the page over the models it serves, so that the demo answers with the same live
 versions as the API. Alone, the demo loads the published models itself (sharing the sessions the process

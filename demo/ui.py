@@ -18,7 +18,7 @@ from . import views
 CANVAS_SIZE = (280, 280)  # canvas pixels: 10x MNIST's 28, room for a digit drawn with a mouse
 BRUSH_RADIUS = 12         # canvas pixels: a stroke about as thick, relative to the digit, as MNIST's pen
 MAX_FILE_SIZE = "10mb"    # uploads larger than this are refused by Gradio before they reach a model
-LAUNCH_OPTIONS: dict[str, Any] = {  # shared by `python -m demo` and demo.mount.ui_app
+LAUNCH_OPTIONS: dict[str, Any] = {  # shared by `python -m demo` and serving.ui_app
     "max_file_size": MAX_FILE_SIZE,
     "ssr_mode": False,             # no Node server: the page is the static build Gradio ships
     "footer_links": ["api", "settings"],

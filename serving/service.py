@@ -43,7 +43,6 @@ from PIL import Image
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, create_model
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from demo.mount import ui_app
 from serving import bentoml_compat, http_limits
 from serving.auth import KEYS_ENV, KeyGuard, keys_from_env, metrics_open
 from serving.devices import device_setting
@@ -58,6 +57,7 @@ from serving.guard import RequestGuard
 from serving.loading import CLASSIFY, RECONSTRUCT, TABULAR
 from serving.runtime import DEFAULT_TOP_K, HEART_MODEL, load_models
 from serving.tabular import HeartRow
+from serving.ui_app import ui_app
 from serving.watchdog import Watchdog, stall_limit
 from training.store import store_from_env
 

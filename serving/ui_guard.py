@@ -12,7 +12,7 @@ forever on the event loop. So, before Gradio sees a request:
 - /gradio_api/file= serves those files only (404 otherwise);
 - an upload holds at most MAX_UPLOAD_FILES pictures in the formats and sizes the API takes, and the page's
   uploads in the last CACHE_AGE_S seconds hold at most MAX_RECENT_UPLOAD_BYTES (503 past it), while
-  Gradio deletes its cached files after CACHE_AGE_S (demo.mount sets the page's delete_cache).
+  Gradio deletes its cached files after CACHE_AGE_S (serving.ui_app sets the page's delete_cache).
 Refusals keep Gradio's error format, {"detail": "..."}, which its page reads.
 """
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo.mount import ui_app
+from serving.ui_app import ui_app
 
 from serving_store import TINY, build_store
 from synthetic import CIFAR_CLASSES, write_mnist, write_photo_folder

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from demo import views
-from demo.mount import ui_app
+from serving.ui_app import ui_app
 from demo.screenshots import CHROMIUM, SEVEN, WAIT_MS, draw, free_port, open_chromium
 from demo.ui import build_demo
 from demo_store import EXAMPLE_DIGIT, build_demo_store, service_with_demo

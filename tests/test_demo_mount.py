@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from demo.mount import ui_app
+from serving.ui_app import ui_app
 from demo.ui import build_demo
 from demo_store import build_demo_store, service_with_demo
 from serving.runtime import load_models

@@ -184,10 +184,10 @@ def test_demo_binds_to_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> N
     import uvicorn
 
     from demo import __main__ as demo_main
-    from demo import mount
+    from serving import ui_app
 
     served: dict[str, Any] = {}
-    monkeypatch.setattr(mount, "ui_app", lambda: "the demo's app")  # the real one loads every model
+    monkeypatch.setattr(ui_app, "ui_app", lambda: "the demo's app")  # the real one loads every model
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(kwargs, app=app))
     demo_main.main([])
     assert served == {"app": "the demo's app", "host": "127.0.0.1", "port": 7860, "log_level": "warning"}

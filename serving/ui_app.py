@@ -1,6 +1,6 @@
 """The demo as an ASGI app for the BentoML service to mount at /ui, and for `python -m demo` to serve.
 
-    from demo.mount import ui_app
+    from serving.ui_app import ui_app
 
     @bentoml.service(...)
     @bentoml.asgi_app(ui_app(), path="/ui")
@@ -19,12 +19,12 @@ from typing import Any, AsyncIterator, Callable
 import gradio as gr
 from fastapi import FastAPI
 
-from serving import gradio_compat
-from serving.asgi import send_json
-from serving.runtime import ServedModels
-from serving.ui_guard import CACHE_AGE_S, CACHE_CHECK_S, DemoGuard
+from . import gradio_compat
+from .asgi import send_json
+from .runtime import ServedModels
+from .ui_guard import CACHE_AGE_S, CACHE_CHECK_S, DemoGuard
 
-from .ui import LAUNCH_OPTIONS
+from demo.ui import LAUNCH_OPTIONS
 
 
 def ui_app(blocks: gr.Blocks | None = None, started: Callable[[], Callable[[], None] | None] | None = None,
@@ -65,7 +65,7 @@ class _Page:
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
         blocks, following = self.blocks, None
         if blocks is None:
-            from .app import build  # the page over the store: only when a server starts
+            from demo.app import build  # the page over the store: only when a server starts
 
             blocks, following = build(self.models() if self.models else None)
         if blocks.delete_cache is None:  # Blocks' own setting, read when the app is made: see serving.ui_guard
