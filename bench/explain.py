@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-explain-") as work:
         return {"date": utc_now(), "machine": hardware(), "load_average": os.getloadavg(),
                 "command": "python -m bench.explain " + " ".join(sys.argv[1:]), "repeats": args.repeats,
-                "maps": map_times(models, args.repeats), "strokes": stroke_round_trips(models, args.repeats, Path(work))}
+                "maps": map_times(models, args.repeats),
+                "strokes": stroke_round_trips(models, args.repeats, Path(work))}
 
 
 def report(results: dict[str, Any]) -> str:

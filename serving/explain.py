@@ -1,11 +1,12 @@
 """Where a classifier looks: occlusion sensitivity (Zeiler and Fergus, 2014) on the graph the service runs.
 
 Each window of the prepared input is covered in turn with the model's own background, every covered copy
-that differs from the picture is run through ONNX Runtime in one batch (or a few bounded ones), and each pixel gets how much covering
-it lowered the explained class's probability, averaged over the windows that covered it, as Captum's
-`Occlusion` computes it (tests/test_explain.py checks the two agree). Positive: covering the pixel
-lowers the class (the model looked there for it); negative: covering it raises the class (it counted
-against). Free of torch and of HTTP: serving.runtime calls it for the service and the demo alike.
+that differs from the picture is run through ONNX Runtime in one batch (or a few bounded ones), and each
+pixel gets how much covering it lowered the explained class's probability, averaged over the windows that
+covered it, as Captum's `Occlusion` computes it (tests/test_explain.py checks the two agree). Positive:
+covering the pixel lowers the class (the model looked there for it); negative: covering it raises the
+class (it counted against). Free of torch and of HTTP: serving.runtime calls it for the service and the
+demo alike.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def one_region_model(path: Path) -> Path:
         "one_region", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 1, 28, 28])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
         [numpy_helper.from_array(matrix, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)  # ORT 1.31 reads up to 13
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)  # ORT 1.31: <= 13
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
@@ -337,4 +337,5 @@ def test_bench_serve_measures_classify_with_explain_beside_it() -> None:
     assert found["classify_with_explain_vs_alone"] == 0.5 and found["p99_with_explain_vs_alone"] == 1.5
     (row,) = [r for r in summarise(rounds) if "beside" in r["label"]]
     assert row["label"].endswith("(9.5 /explain requests/s, p99 210 ms)")
-    assert "ours /classify (c32) with /explain loaded beside / ours /classify (c32) | 0.50x" in render_ratios(found, 0, 32)
+    text = render_ratios(found, 0, 32)
+    assert "ours /classify (c32) with /explain loaded beside / ours /classify (c32) | 0.50x" in text
