@@ -33,7 +33,6 @@ import logging
 import multiprocessing
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -152,8 +151,9 @@ def _fashion_search(trial: optuna.Trial, key: str) -> Trial:
                "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256]),
                "dropout": trial.suggest_float("dropout", 0.0, 0.5),
                "augmentation": trial.suggest_float("augmentation", 0.0, 0.5)}
-    cfg = get_config("fashion_cnn").replace(lr=factors["lr"], weight_decay=factors["weight_decay"], batch_size=factors["batch_size"],
-                           model_kwargs={"dropout": factors["dropout"]}, uniform_noise=factors["augmentation"])
+    cfg = get_config("fashion_cnn").replace(
+        lr=factors["lr"], weight_decay=factors["weight_decay"], batch_size=factors["batch_size"],
+        model_kwargs={"dropout": factors["dropout"]}, uniform_noise=factors["augmentation"])
     return Trial(key, {k: round(v, 6) if isinstance(v, float) else v for k, v in factors.items()}, (cfg,))
 
 
@@ -534,7 +534,8 @@ def write_results(study: Study, summary: dict[str, Any], folder: Path, command: 
              "| " + " | ".join(h.replace("_", " ") for h in header) + " |",
              "|" + "---|" * len(header)]
     for row in table:
-        cells = ["" if v is None else f"{100 * v:.2f}%" if h.startswith(metric) else str(v) for h, v in zip(header, row)]
+        cells = ["" if v is None else f"{100 * v:.2f}%" if h.startswith(metric) else str(v)
+                 for h, v in zip(header, row)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Best: **{summary['best']}**."]
     if "retrained" in summary:
