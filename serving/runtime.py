@@ -33,11 +33,11 @@ from .errors import BadInput, InvalidField, NotReady, Overloaded, UnknownModel, 
 from .explain import Sensitivity, label_index, occlusion
 from .loading import CLASSIFY, CUDA, RECONSTRUCT, TABULAR, ServedModel, files_key, load_model
 from .npy import read_npy
-from .tabular import HeartRow, encode_row
+from .tabular import HeartRow, encode_row, heart_columns_missing, validate_row
 
 log = logging.getLogger(__name__)
 
-HEART_MODEL = "heart"          # the one tabular model, served at POST /heart
+HEART_MODEL = "heart"          # the table model POST /heart answers by default (any table model: /tabular)
 MAX_PIXELS = DEFAULT_MAX_PIXELS  # decoded image size limit, checked from the header before decoding
 MAX_BATCH_IMAGES = 1024        # images per /classify_batch request (1024 x 3x32x32 float32 = 12 MiB)
 MAX_SHARED_BATCH = 64          # concurrent single images that may share one ONNX Runtime call
@@ -382,8 +382,18 @@ class ServedModels:
             raise NotReady("no heart model is published yet: train and publish one (python -m training.fit "
                            "heart_mlp); the service serves it within seconds")
         served = self.get(model, TABULAR)
-        if not isinstance(row, HeartRow):
-            row = validate_heart_row(row)
+        missing = heart_columns_missing(served.tabular)
+        if missing:
+            raise NotReady(f"model {served.name!r} ({served.version}) takes columns the heart form has not "
+                           f"({', '.join(missing)}): send its rows to POST /tabular")
+        return self._predict_row(served, row if isinstance(row, HeartRow) else validate_heart_row(row))
+
+    def predict_row(self, model: str, row: Any) -> dict[str, Any]:
+        """The answer of table model `model` for one row of its columns, checked against its manifest."""
+        served = self.get(model, TABULAR)
+        return self._predict_row(served, validate_row(row, served.tabular))
+
+    def _predict_row(self, served: ServedModel, row: HeartRow | Mapping[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         probability = float(served.run(encode_row(row, served.tabular)).reshape(-1)[0])
         label = int(probability >= served.threshold)

@@ -84,7 +84,11 @@ ExplainFormat = Annotated[Literal["json", "png"], Field(description="json: value
                                                                     "over what the model sees")]
 
 
-ROUTES = {CLASSIFY: "/classify", RECONSTRUCT: "/reconstruct", TABULAR: "/heart"}  # where each kind of model answers
+# Where each kind of model answers: the runtime speaks of kinds, only the service of routes.
+ROUTES = {CLASSIFY: "/classify", RECONSTRUCT: "/reconstruct", TABULAR: "/tabular (or /heart)"}
+TableRow = Annotated[dict[str, Any], Field(description="one row: the model's columns (GET /models, "
+                                           "preprocessing.tabular.columns) and their values",
+                                           examples=[{"Age": 54, "Sex": "M"}])]
 UPLOAD_SUFFIX = "_upload"  # ModelService.<api>_upload(**fields as bytes and values) answers upload endpoint <api>
 SYNC_THREADS = 2  # threads per worker for the synchronous endpoints (see @bentoml.service below)
 
@@ -306,6 +310,16 @@ class ModelService:
             refused = error_response(err)
             ctx.response.status_code = refused.status_code  # BentoML answers with the context's status
             return refused
+
+    @bentoml.api(route="/tabular")
+    def tabular(self, model: ModelName, row: TableRow) -> dict[str, Any]:
+        """A table model's answer for one row of its columns (GET /models lists them under
+        preprocessing.tabular): `{"model": "heart", "row": {...}}`. The heart model takes its rows at /heart too."""
+        started = time.perf_counter()
+        try:
+            return self.answered("/tabular", self.models.predict_row(model, row), started, None)
+        except ServingError as err:
+            return error_response(err)
 
     def answered(self, endpoint: str, answer: dict[str, Any], started: float, upload: bytes | None,
                  seen: list[np.ndarray] | None = None) -> JSONResponse:

@@ -22,6 +22,7 @@ graph takes float32 (B, F) "features" and gives (B, 1) "probability" of labels[1
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, Mapping
 
 import numpy as np
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from training.tabular import encode
 
+from .asgi import echo
 from .errors import InvalidField
 
 _NUMBER = dict(strict=True, allow_inf_nan=False)  # JSON numbers only: no "54", no true, no NaN
@@ -69,13 +71,13 @@ SERVED_KINDS = ("numeric", "categorical")  # training.tabular's "code" kind only
 
 
 def check_tabular_spec(spec: Mapping[str, Any], input_width: int | None) -> None:
-    """Raise ValueError when a manifest's tabular section cannot encode a HeartRow into `input_width` values."""
+    """Raise ValueError when a manifest's tabular section cannot encode a row into `input_width` values."""
     columns = spec.get("columns")
     if not columns:
         raise ValueError("preprocessing.tabular has no columns")
     for column in columns:
-        if column.get("name") not in HeartRow.model_fields:
-            raise ValueError(f"tabular column {column.get('name')!r} is not a request field")
+        if not isinstance(column.get("name"), str) or not column["name"]:
+            raise ValueError(f"tabular column without a name: {column}")
         if column.get("kind") not in SERVED_KINDS:
             raise ValueError(f"tabular column {column['name']}: unknown kind {column.get('kind')!r}; "
                              f"known: {', '.join(SERVED_KINDS)}")
@@ -86,12 +88,44 @@ def check_tabular_spec(spec: Mapping[str, Any], input_width: int | None) -> None
         raise ValueError(f"tabular columns encode {width} features but the model takes {input_width}")
 
 
-def encode_row(row: HeartRow, spec: Mapping[str, Any]) -> np.ndarray:
-    """(1, F) float32 features for one validated row, laid out as `spec` says: training.tabular.encode, the
-    encoding the model was trained with, on a table of one row."""
+def heart_columns_missing(spec: Mapping[str, Any]) -> list[str]:
+    """The model's columns a HeartRow does not hold: a table model /heart cannot feed (POST /tabular can)."""
+    return [c["name"] for c in spec["columns"] if c["name"] not in HeartRow.model_fields]
+
+
+def validate_row(row: Any, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` checked against a table model's columns, as its manifest gives them: each present, numbers as
+    finite JSON numbers, categories among the model's, nothing else. InvalidField (422) names every problem."""
+    if not isinstance(row, Mapping):
+        raise InvalidField(f"row: must be a JSON object of the model's columns, not {type(row).__name__}")
+    problems, values = [], {}
     for column in spec["columns"]:
-        value, categories = getattr(row, column["name"]), [str(c) for c in column.get("categories", ())]
+        name = column["name"]
+        if name not in row:
+            problems.append(f"{name}: Field required")
+            continue
+        value = row[name]
+        if column["kind"] == "numeric":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                problems.append(f"{name}: must be a finite number")
+        elif str(value) not in [str(c) for c in column["categories"]] or isinstance(value, (dict, list, bool)):
+            problems.append(f"{name}: must be one of {', '.join(str(c) for c in column['categories'])}")
+        values[name] = value
+    known = {c["name"] for c in spec["columns"]}
+    problems += [f"{echo(str(name))}: Extra inputs are not permitted" for name in row if name not in known]
+    if problems:
+        raise InvalidField("; ".join(problems))
+    return values
+
+
+def encode_row(row: HeartRow | Mapping[str, Any], spec: Mapping[str, Any]) -> np.ndarray:
+    """(1, F) float32 features for one validated row (a HeartRow, or validate_row's values), laid out as `spec`
+    says: training.tabular.encode, the encoding the model was trained with, on a table of one row."""
+    if isinstance(row, HeartRow):
+        row = row.model_dump()
+    for column in spec["columns"]:
+        value, categories = row[column["name"]], [str(c) for c in column.get("categories", ())]
         if column["kind"] == "categorical" and str(value) not in categories:
             raise InvalidField(f"{column['name']}: {value!r} is unknown to this model; "
                                f"it knows {', '.join(categories)}")
-    return encode({column["name"]: np.asarray([getattr(row, column["name"])]) for column in spec["columns"]}, spec)
+    return encode({column["name"]: np.asarray([row[column["name"]]]) for column in spec["columns"]}, spec)

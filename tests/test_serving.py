@@ -8,6 +8,7 @@ import contextlib
 import gc
 import io
 import json
+import math
 import os
 import shutil
 import struct
@@ -42,7 +43,7 @@ from training.checkpoint import load_checkpoint
 from training.data import load_data
 from training.preprocessing import ImageSpec, decode_image, prepare_image
 from training.registry import get_config
-from training.store import MODEL_FILE, STORE_ENV, latest, published_names, read_manifest
+from training.store import MODEL_FILE, STORE_ENV, latest, publish_model, published_names, read_manifest
 
 
 # -- fixtures and helpers
@@ -389,9 +390,54 @@ def test_a_manifest_that_cannot_feed_its_model_is_not_ready(store: Path, tmp_pat
                                                             "categories": ["N", "Y"]})
     manifest_file.write_text(json.dumps(manifest))
     with serve(copy) as client:
-        assert "Smoker" in client.get("/models").json()["models"]["heart"]["error"]
+        assert "features but the model takes" in client.get("/models").json()["models"]["heart"]["error"]
         assert client.post("/heart", json=HEART_ROW).status_code == 503
         assert client.post("/classify", **image_form(PHOTO_PNG)).status_code == 200
+
+
+def publish_table_model(store: Path, work: Path) -> None:
+    """A second table model, "lungs": Age (numeric) and Smoker (N/Y) -> a probability, as its manifest says."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["z"]), helper.make_node("Add", ["z", "b"], ["logit"]),
+         helper.make_node("Sigmoid", ["logit"], ["probability"])], "lungs",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [3, 1], [1.0, -2.0, 2.0]),
+         helper.make_tensor("b", TensorProto.FLOAT, [1], [0.0])])
+    work.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), work / "lungs.onnx")
+    manifest = {"task": "classify", "labels": ["Healthy", "AtRisk"],
+                "input": {"name": "features", "shape": [None, 3], "dtype": "float32"},
+                "output": {"name": "probability", "shape": [None, 1], "dtype": "float32"},
+                "preprocessing": {"tabular": {"columns": [
+                    {"name": "Age", "kind": "numeric", "mean": 50.0, "std": 10.0},
+                    {"name": "Smoker", "kind": "categorical", "categories": ["N", "Y"]}]}},
+                "metrics": {"test_accuracy": 0.5, "test_size": 0}, "report_figure": "none: a test model"}
+    publish_model(store, "lungs", work / "lungs.onnx", manifest, "# lungs {version}\n")
+
+
+def test_any_table_model_is_served_from_its_manifest_alone(store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    publish_table_model(copy, tmp_path / "lungs")
+    with serve(copy) as client:
+        smoker = client.post("/tabular", json={"model": "lungs", "row": {"Age": 60, "Smoker": "Y"}}).json()
+        assert smoker["label"] == "AtRisk" and smoker["probability"] == pytest.approx(1 / (1 + math.exp(-3.0)))
+        assert client.post("/tabular", json={"model": "lungs", "row": {"Age": 40, "Smoker": "N"}}).json()[
+            "label"] == "Healthy"
+        heart = client.post("/tabular", json={"model": "heart", "row": HEART_ROW}).json()
+        assert heart == {**client.post("/heart", json=HEART_ROW).json(), "model": "heart"}
+        wrong = client.post("/heart?model=lungs", json=HEART_ROW)
+        assert wrong.status_code == 503 and "POST /tabular" in wrong.json()["error"]
+        assert client.post("/tabular", json={"model": "fashion", "row": {}}).status_code == 400  # not a table
+        for row, word in [({"Age": 60}, "Smoker: Field required"), ({"Age": True, "Smoker": "Y"}, "Age"),
+                          ({"Age": 60, "Smoker": "maybe"}, "one of N, Y"), ({"Age": 60, "Smoker": "Y", "x": 1}, "x"),
+                          ({"Age": "60", "Smoker": "Y"}, "finite number"), ([60, "Y"], "row")]:
+            answer = client.post("/tabular", json={"model": "lungs", "row": row})
+            assert answer.status_code == 422 and word in answer.json()["error"], (row, answer.text)
 
 
 def test_a_manifest_with_too_few_labels_is_not_ready(store: Path, tmp_path: Path) -> None:
