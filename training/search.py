@@ -131,26 +131,24 @@ def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if not t.user_attrs.get(SURPLUS)]
 
 
-def _surplus(trial: optuna.Trial, budget: int) -> bool:
-    """Whether another trial already holds this one's key, or the budget was spent by other keys."""
-    trials = counted(trial.study.get_trials(deepcopy=False))
-    me = next(t for t in trials if t.number == trial.number)
-    mine = key(me)
-    rivals = [t for t in trials if t.number != me.number and key(t) == mine and t.state != TrialState.FAIL
-              and (t.state.is_finished() or t.number < me.number)]
-    others = {key(t) for t in trials if t.number != me.number} - {mine}
+def _surplus(number: int, mine: str, trials: list[FrozenTrial], budget: int) -> bool:
+    """Whether another trial already holds the key `mine` of trial `number`, or other keys took the budget."""
+    rivals = [t for t in trials if t.number != number and key(t) == mine and t.state != TrialState.FAIL
+              and (t.state.is_finished() or t.number < number)]
+    others = {key(t) for t in trials if t.number != number} - {mine}
     return bool(rivals) or len(others) >= budget
 
 
 def objective(run: Callable[[optuna.Trial, str], float], budget: int) -> Callable[[optuna.Trial], float]:
     """Optuna's objective around `run(trial, key)`: surplus trials end at once; errors are recorded."""
     def wrapped(trial: optuna.Trial) -> float:
-        if _surplus(trial, budget):
+        trials = counted(trial.study.get_trials(deepcopy=False))
+        mine = key(next(t for t in trials if t.number == trial.number))
+        if _surplus(trial.number, mine, trials, budget):
             trial.set_user_attr(SURPLUS, True)
             raise optuna.TrialPruned("another worker holds this trial")
         try:
-            return run(trial, key(next(t for t in trial.study.get_trials(deepcopy=False)
-                                       if t.number == trial.number)))
+            return run(trial, mine)
         except optuna.TrialPruned:
             raise
         except Exception as err:
