@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from serving import gradio_compat
 from serving.runtime import HEART_MODEL, ServedModels
 
 from . import views
@@ -285,6 +286,7 @@ TABS: tuple[tuple[str, str, Callable[[ServedModels], Any]], ...] = (
 
 def build_demo(models: ServedModels) -> gr.Blocks:
     """The whole page for the models of one store; works with an empty store too."""
+    gradio_compat.use_own_cache_folder()  # the examples it caches now, and the files it makes later
     with gr.Blocks(title="classic-dl demo", analytics_enabled=False) as demo:
         header = gr.Markdown(header_markdown(models))
         with gr.Tabs():

@@ -63,6 +63,7 @@ class _Page:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        gradio_compat.use_own_cache_folder()  # before Gradio makes any file (demo.ui.build_demo calls it too)
         blocks, following = self.blocks, None
         if blocks is None:
             from demo.app import build  # the page over the store: only when a server starts

@@ -110,7 +110,7 @@ def test_only_files_the_page_made_are_served(http: TestClient, tmp_path: Path) -
         for route in (f"/ui/gradio_api/file={path}", f"/ui/gradio_api/file/{path}"):
             assert http.get(route).status_code == 404, route
     page = http.get("/ui/config").json()  # the examples' thumbnails, copied into the cache by the page
-    thumbnails = [v for v in str(page).split("'") if v.startswith(gr.utils.get_upload_folder())]
+    thumbnails = [v for v in str(page).split("'") if v.startswith("/") and v.endswith(".png") and "gradio" in v]
     assert thumbnails and http.get(f"/ui/gradio_api/file={thumbnails[0]}").status_code == 200
 
 
@@ -154,6 +154,13 @@ def test_uploads_stop_when_recent_ones_fill_their_space(http: TestClient, monkey
     statuses = [upload(http, ("x.png", picture)).status_code for _ in range(4)]
     assert statuses == [200, 200, 503, 503], statuses
     assert upload(http, ("x.png", picture)).headers["retry-after"]
+
+
+def test_each_process_keeps_its_pages_files_in_a_folder_of_its_own(http: TestClient) -> None:
+    """Gradio names cached files by their bytes, machine-wide, and deletes all its app's files when the app
+    stops: one worker's restart would delete another's uploads (serving.gradio_compat.use_own_cache_folder)."""
+    (path,) = upload(http, ("z.png", EXAMPLE_DIGIT.read_bytes())).json()
+    assert Path(path).is_relative_to(Path(gr.utils.get_upload_folder())) and f"pid-{os.getpid()}" in path
 
 
 def test_gradio_keeps_the_files_it_made_where_the_guard_looks(http: TestClient, demo: gr.Blocks,
