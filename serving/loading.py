@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from training.files import sha256_bytes
+from training.machine import usable_cpus
 from training.preprocessing import ImageSpec
 from training.store import MANIFEST_FILE, MODEL_FILE, StoreError, live, read_manifest
 
@@ -25,11 +26,6 @@ from .tabular import check_tabular_spec
 
 CLASSIFY, RECONSTRUCT, TABULAR = "classify", "reconstruct", "tabular"
 KINDS = (CLASSIFY, RECONSTRUCT, TABULAR)  # what a model does with an input: the runtime's words, not routes
-
-
-def usable_cpus() -> int:
-    """Cores this process may run on (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def session_options() -> ort.SessionOptions:

@@ -4,4 +4,4 @@ The service and the demo import only the modules named in TORCH_FREE (bentofile.
 and tests/test_layering.py checks that none of them, nor serving.service, imports torch).
 """
 
-TORCH_FREE = ("answers", "files", "preprocessing", "registry", "store", "tabular")
+TORCH_FREE = ("answers", "files", "machine", "preprocessing", "registry", "store", "tabular")

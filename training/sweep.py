@@ -31,7 +31,6 @@ import itertools
 import json
 import logging
 import multiprocessing
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 from .crossval import fit_and_score, run_fold, summarize
 from .data import DataNotFound, load_data
 from .files import atomic_write_json, atomic_write_text
+from .machine import usable_cpus
 from .plots import plot_study
 from .registry import ExperimentConfig, config_from_dict, config_to_dict, get_config
 from .run import CHECKPOINT, CONFIG, RunOptions, resolve_device, run_experiment
@@ -392,7 +392,7 @@ def _run_workers(study: Study, settings: Settings, budget: int, jobs: int) -> No
         _worker(study, settings, budget)
         return
     gpus = gpus_to_spread(settings.device)
-    threads = max(1, _usable_cpus() // jobs)
+    threads = max(1, usable_cpus() // jobs)
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no inherited torch thread pools
     workers = [context.Process(target=_worker, args=(study, settings, budget, threads, i % gpus if gpus else None,
                                                      log.getEffectiveLevel())) for i in range(jobs)]
@@ -403,10 +403,6 @@ def _run_workers(study: Study, settings: Settings, budget: int, jobs: int) -> No
     dead = [p.exitcode for p in workers if p.exitcode]
     if dead:
         raise SweepError(f"{len(dead)} of {jobs} worker processes died (exit codes {dead}); rerun to go on")
-
-
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def gpus_to_spread(device: str) -> int:
@@ -420,7 +416,7 @@ def default_jobs(device: str) -> int:
     """One process per usable core on the CPU; one per GPU on GPUs."""
     if resolve_device(device).type == "cuda":
         return max(1, gpus_to_spread(device))
-    return _usable_cpus()
+    return usable_cpus()
 
 
 def _refuse_old_layout(study: Study, settings: Settings) -> None:
